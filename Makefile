@@ -1,0 +1,49 @@
+# Switchyard's entry points. The README names two of them:
+#   make run    compile and show the bundled example model
+#   make test   run the whole test suite
+# Both install what is missing and build first.
+
+BUILD_DIR ?= build
+JOBS ?= 2
+PYTHON ?= python3
+LLVM_PREFIX ?= /usr/lib/llvm-22
+EXAMPLE ?= examples/switch-base-8.mlir
+
+MOE_OPT := $(BUILD_DIR)/bin/moe-opt
+
+.PHONY: all deps configure build run test check-lit check-python clean
+
+all: build
+
+deps:
+	@PYTHON=$(PYTHON) scripts/install-deps.sh
+
+$(BUILD_DIR)/build.ninja:
+	cmake -G Ninja -S . -B $(BUILD_DIR) \
+	  -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+	  -DMLIR_DIR=$(LLVM_PREFIX)/lib/cmake/mlir \
+	  -DLLVM_EXTERNAL_LIT=$(LLVM_PREFIX)/bin/lit \
+	  -DPython3_EXECUTABLE=$$(command -v $(PYTHON))
+
+configure: deps $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@echo "== $(EXAMPLE): layer level =="
+	@$(MOE_OPT) $(EXAMPLE)
+	@echo "== $(EXAMPLE): routing level (moe-decompose) =="
+	@$(MOE_OPT) $(EXAMPLE) --moe-decompose --canonicalize
+
+check-lit: build
+	cmake --build $(BUILD_DIR) --target check-switchyard
+
+check-python: deps
+	$(PYTHON) -m pytest -q test/reference
+
+test: check-lit check-python
+
+clean:
+	rm -rf $(BUILD_DIR)

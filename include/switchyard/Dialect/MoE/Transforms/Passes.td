@@ -1,0 +1,41 @@
+//===- Passes.td - Passes of the moe dialect ---------------*- tablegen -*-===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SWITCHYARD_DIALECT_MOE_TRANSFORMS_PASSES_TD
+#define SWITCHYARD_DIALECT_MOE_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MoEDecompose : Pass<"moe-decompose"> {
+  let summary = "Rewrite layer-level moe ops into routing-level moe ops";
+  let description = [{
+    Rewrites every layer-level op (`moe.token_choice`, `moe.expert_choice`,
+    `moe.soft_moe`, `moe.ffn`, `moe.residual`) into the routing level:
+
+    * tokens are regrouped to `[NG, G, D]` (`group = sequence`: one group per
+      sequence; `group = batch`: one group of all `B * S` tokens);
+    * token choice becomes `router_logits`, `router_probs`, `expert_capacity`,
+      `token_choice_route`, then either capacity buffers (`dispatch`,
+      `experts`, `combine`) or, when dropless, the grouped form
+      (`dispatch_grouped`, `grouped_experts`, `combine_grouped`), plus the
+      losses and `routing_stats`;
+    * expert choice becomes `expert_choice_route`, `expert_choice_dispatch`,
+      `experts`, `expert_choice_combine`, `z_loss`, `expert_choice_stats`;
+    * soft MoE becomes `soft_logits`, `soft_dispatch`, `experts`,
+      `soft_combine`;
+    * a dense FFN becomes `experts` with a single expert;
+    * `moe.residual` becomes `arith.addf`.
+
+    `moe.norm` is left as it is: it is already a single computation.
+  }];
+  let dependentDialects = [
+    "::switchyard::moe::MoEDialect",
+    "::mlir::arith::ArithDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+#endif // SWITCHYARD_DIALECT_MOE_TRANSFORMS_PASSES_TD

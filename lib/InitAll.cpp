@@ -1,0 +1,18 @@
+//===- InitAll.cpp - Register every Switchyard dialect and pass -----------===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/InitAll.h"
+
+#include "switchyard/Dialect/MoE/IR/MoEDialect.h"
+#include "switchyard/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/IR/DialectRegistry.h"
+
+void switchyard::registerAllDialects(mlir::DialectRegistry &registry) {
+  registry.insert<moe::MoEDialect>();
+}
+
+void switchyard::registerAllPasses() { moe::registerMoEPasses(); }
