@@ -30,3 +30,9 @@ void MoEDialect::initialize() {
 #include "switchyard/Dialect/MoE/IR/MoEOps.cpp.inc"
       >();
 }
+
+Operation *MoEDialect::materializeConstant(OpBuilder &builder, Attribute value,
+                                           Type type, Location loc) {
+  // The only folder (moe.expert_capacity) folds to an index.
+  return arith::ConstantOp::materialize(builder, value, type, loc);
+}

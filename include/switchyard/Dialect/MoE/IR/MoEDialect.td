@@ -36,6 +36,7 @@ def MoE_Dialect : Dialect {
   }];
   let cppNamespace = "::switchyard::moe";
   let useDefaultAttributePrinterParser = 1;
+  let hasConstantMaterializer = 1;
   let dependentDialects = ["::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect"];
 }
