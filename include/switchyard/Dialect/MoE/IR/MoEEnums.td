@@ -50,17 +50,14 @@ def MoE_GroupingAttr : EnumAttr<MoE_Dialect, MoE_Grouping, "group"> {
   let assemblyFormat = "`<` $value `>`";
 }
 
-def MoE_NormKind : I32EnumAttr<"NormKind",
+// Used only as a keyword of `moe.norm`, so it is the plain integer-backed
+// enum attribute, which an assembly format prints bare (`moe.norm rms ...`).
+def MoE_NormKindAttr : I32EnumAttr<"NormKind",
     "pre-norm of a block (SEMANTICS.md section 7)", [
       I32EnumAttrCase<"rms", 0>,
       I32EnumAttrCase<"layer", 1>
     ]> {
   let cppNamespace = "::switchyard::moe";
-  let genSpecializedAttr = 0;
-}
-def MoE_NormKindAttr : EnumAttr<MoE_Dialect, MoE_NormKind, "norm"> {
-  // Only ever printed as a keyword of `moe.norm`.
-  let assemblyFormat = "$value";
 }
 
 #endif // SWITCHYARD_DIALECT_MOE_IR_MOEENUMS_TD
