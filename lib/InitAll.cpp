@@ -6,8 +6,10 @@
 
 #include "switchyard/InitAll.h"
 
+#include "switchyard/Conversion/Passes.h"
 #include "switchyard/Dialect/MoE/IR/MoEDialect.h"
 #include "switchyard/Dialect/MoE/Transforms/Passes.h"
+#include "switchyard/Pipelines/Pipelines.h"
 
 #include "mlir/IR/DialectRegistry.h"
 
@@ -15,4 +17,8 @@ void switchyard::registerAllDialects(mlir::DialectRegistry &registry) {
   registry.insert<moe::MoEDialect>();
 }
 
-void switchyard::registerAllPasses() { moe::registerMoEPasses(); }
+void switchyard::registerAllPasses() {
+  moe::registerMoEPasses();
+  registerConversionPasses();
+  registerPipelines();
+}

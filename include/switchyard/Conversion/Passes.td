@@ -1,0 +1,46 @@
+//===- Passes.td - Switchyard conversion passes ------------*- tablegen -*-===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SWITCHYARD_CONVERSION_PASSES_TD
+#define SWITCHYARD_CONVERSION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
+  let summary = "Lower routing-level moe ops to linalg, tensor, scf, arith and math";
+  let description = [{
+    Lowers every routing-level op of the `moe` dialect (and `moe.norm`) to
+    destination-style ops on tensors, computing exactly SEMANTICS.md:
+
+    * router: `router_logits`, `router_probs` (stable softmax), `z_loss`,
+      `moe.norm` and the dynamic `expert_capacity` as `linalg.generic` and
+      arith;
+    * routing: `token_choice_route` (top-k by successive maxima, capacity
+      positions by running per-expert counts in priority order; batch
+      priority through a stable LSD radix sort of the rank-1 probabilities),
+      `expert_choice_route` (the same sort per expert), the load-balancing
+      loss and statistics as `scf.for` loops over tokens: linear in the
+      number of tokens, no quadratic search;
+    * dispatch/combine: gathers as `linalg.generic` bodies that read the
+      routing tables, so padded capacity rows are zero and cost no scatter;
+    * experts: `linalg.batch_matmul` (f32 accumulation) with bias and
+      activation epilogues; the dropless grouped form as one `linalg.matmul`
+      per expert over its rows;
+    * soft MoE: numerically stable softmaxes over tokens and over slots as
+      `linalg.generic` reductions.
+
+    Layer-level ops must be decomposed first (`moe-decompose`).
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::scf::SCFDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+#endif // SWITCHYARD_CONVERSION_PASSES_TD

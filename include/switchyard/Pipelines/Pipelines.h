@@ -1,0 +1,53 @@
+//===- Pipelines.h - Switchyard's named compilation pipelines ---*- C++ -*-===//
+//
+// Part of Switchyard. The one source of truth for "how do we compile": moec,
+// moe-opt (as --switchyard-cpu-pipeline) and the Python package all build
+// their pass managers from these functions.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SWITCHYARD_PIPELINES_PIPELINES_H
+#define SWITCHYARD_PIPELINES_PIPELINES_H
+
+#include "mlir/Pass/PassOptions.h"
+
+namespace mlir {
+class OpPassManager;
+} // namespace mlir
+
+namespace switchyard {
+
+/// Where the CPU pipeline stops.
+enum class CPUStage {
+  Routing, ///< moe dialect, routing level (after moe-decompose)
+  Linalg,  ///< linalg/tensor/scf/arith/math on tensors
+  Loops,   ///< bufferized, lowered to loops
+  LLVM,    ///< the LLVM dialect
+};
+
+struct CPUPipelineOptions
+    : public mlir::PassPipelineOptions<CPUPipelineOptions> {
+  Option<bool> parallel{*this, "parallel",
+                        llvm::cl::desc("Run independent loops on OpenMP "
+                                       "threads (scf.parallel -> omp)"),
+                        llvm::cl::init(true)};
+  Option<std::string> stopAfter{
+      *this, "stop-after",
+      llvm::cl::desc("Stop at a stage: routing, linalg, loops or llvm"),
+      llvm::cl::init("llvm")};
+};
+
+/// Parses a stage name ("routing", "linalg", "loops", "llvm").
+std::optional<CPUStage> parseCPUStage(llvm::StringRef name);
+
+/// Adds the CPU pipeline, from the layer-level moe dialect down to the LLVM
+/// dialect (or `stage`), to `pm`, which must be anchored on builtin.module.
+void buildCPUPipeline(mlir::OpPassManager &pm, const CPUPipelineOptions &options,
+                      CPUStage stage);
+
+/// Registers `switchyard-cpu-pipeline` with the global pass registry.
+void registerPipelines();
+
+} // namespace switchyard
+
+#endif // SWITCHYARD_PIPELINES_PIPELINES_H

@@ -1,0 +1,47 @@
+//===- MoEToLinalg.cpp - The convert-moe-to-linalg pass -------------------===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Conversion/MoEToLinalg/MoEToLinalg.h"
+#include "switchyard/Conversion/Passes.h"
+#include "switchyard/Dialect/MoE/IR/MoEDialect.h"
+
+#include "mlir/Transforms/DialectConversion.h"
+
+namespace switchyard {
+#define GEN_PASS_DEF_CONVERTMOETOLINALG
+#include "switchyard/Conversion/Passes.h.inc"
+} // namespace switchyard
+
+using namespace mlir;
+
+namespace {
+
+struct ConvertMoEToLinalgPass
+    : switchyard::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
+  void runOnOperation() override {
+    MLIRContext *ctx = &getContext();
+    ConversionTarget target(*ctx);
+    target.addLegalDialect<arith::ArithDialect, linalg::LinalgDialect,
+                           math::MathDialect, scf::SCFDialect,
+                           tensor::TensorDialect>();
+    // Every moe op has a lowering; layer-level ops must have been
+    // decomposed, so meeting one is an error, not a silent fallback.
+    target.addIllegalDialect<switchyard::moe::MoEDialect>();
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+
+    RewritePatternSet patterns(ctx);
+    switchyard::populateMoERouterToLinalgPatterns(patterns);
+    switchyard::populateMoERoutingToSCFPatterns(patterns);
+    switchyard::populateMoEDispatchToLinalgPatterns(patterns);
+    switchyard::populateMoEExpertsToLinalgPatterns(patterns);
+    switchyard::populateMoESoftToLinalgPatterns(patterns);
+    if (failed(applyPartialConversion(getOperation(), target,
+                                      std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace

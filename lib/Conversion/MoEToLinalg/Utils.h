@@ -1,0 +1,92 @@
+//===- Utils.h - Builders shared by the moe-to-linalg lowerings -*- C++ -*-===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SWITCHYARD_LIB_CONVERSION_MOETOLINALG_UTILS_H
+#define SWITCHYARD_LIB_CONVERSION_MOETOLINALG_UTILS_H
+
+#include "switchyard/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+
+namespace switchyard::lowering {
+
+using LoopBody = llvm::function_ref<llvm::SmallVector<mlir::Value>(
+    mlir::OpBuilder &, mlir::Location, mlir::Value, mlir::ValueRange)>;
+
+/// `scf.for iv = lb to ub` carrying `inits`; `body` returns what to yield.
+llvm::SmallVector<mlir::Value> buildLoop(mlir::OpBuilder &b, mlir::Location loc,
+                                         mlir::Value lb, mlir::Value ub,
+                                         mlir::ValueRange inits, LoopBody body);
+
+/// `scf.if cond`; each branch returns what to yield (the same types).
+using BranchBody = llvm::function_ref<llvm::SmallVector<mlir::Value>(
+    mlir::OpBuilder &, mlir::Location)>;
+llvm::SmallVector<mlir::Value> buildIf(mlir::OpBuilder &b, mlir::Location loc,
+                                       mlir::Value cond, BranchBody thenBody,
+                                       BranchBody elseBody);
+
+mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+mlir::Value i64Const(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+mlir::Value floatConst(mlir::OpBuilder &b, mlir::Location loc, mlir::Type type,
+                       double v);
+
+/// Extends or truncates a float, or casts between index and integers.
+mlir::Value convertScalar(mlir::OpBuilder &b, mlir::Location loc,
+                          mlir::Value v, mlir::Type to);
+
+/// A tensor of `sizes` filled with `value`.
+mlir::Value filledTensor(mlir::OpBuilder &b, mlir::Location loc,
+                         llvm::ArrayRef<mlir::OpFoldResult> sizes,
+                         mlir::Type elementType, mlir::Value value);
+mlir::Value zeroTensor(mlir::OpBuilder &b, mlir::Location loc,
+                       llvm::ArrayRef<mlir::OpFoldResult> sizes,
+                       mlir::Type elementType);
+
+/// The mixed sizes of a ranked tensor value.
+llvm::SmallVector<mlir::OpFoldResult> sizesOf(mlir::OpBuilder &b,
+                                              mlir::Location loc,
+                                              mlir::Value tensor);
+mlir::Value dimOf(mlir::OpBuilder &b, mlir::Location loc, mlir::Value tensor,
+                  int64_t dim);
+
+/// `tensor.extract` / `tensor.insert` at index values.
+mlir::Value extract(mlir::OpBuilder &b, mlir::Location loc, mlir::Value tensor,
+                    mlir::ValueRange indices);
+mlir::Value insert(mlir::OpBuilder &b, mlir::Location loc, mlir::Value scalar,
+                   mlir::Value tensor, mlir::ValueRange indices);
+
+/// True where `v` is NaN.
+mlir::Value isNaN(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
+
+/// The element type of a tensor value.
+mlir::Type elementType(mlir::Value tensor);
+
+/// Applies the activation of SEMANTICS.md section 1 to f32 `h`; gated
+/// activations multiply act(`gate`) by `h`.
+mlir::Value applyActivation(mlir::OpBuilder &b, mlir::Location loc,
+                            moe::Activation activation, mlir::Value h,
+                            mlir::Value gate);
+
+/// A `linalg.generic` with all-parallel iterators over `outputs` (identity
+/// maps) and the given inputs and maps.
+mlir::Value buildGeneric(
+    mlir::OpBuilder &b, mlir::Location loc, mlir::ValueRange inputs,
+    mlir::Value output, llvm::ArrayRef<mlir::AffineMap> maps,
+    llvm::ArrayRef<mlir::utils::IteratorType> iterators,
+    llvm::function_ref<void(mlir::OpBuilder &, mlir::Location,
+                            mlir::ValueRange)>
+        body);
+
+/// Iterator lists.
+llvm::SmallVector<mlir::utils::IteratorType> parallelIterators(unsigned n);
+
+} // namespace switchyard::lowering
+
+#endif // SWITCHYARD_LIB_CONVERSION_MOETOLINALG_UTILS_H

@@ -1,0 +1,104 @@
+//===- CPUPipeline.cpp - From the moe dialect to LLVM on the CPU ----------===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Pipelines/Pipelines.h"
+
+#include "switchyard/Conversion/Passes.h"
+#include "switchyard/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+std::optional<switchyard::CPUStage>
+switchyard::parseCPUStage(llvm::StringRef name) {
+  return llvm::StringSwitch<std::optional<CPUStage>>(name)
+      .Case("routing", CPUStage::Routing)
+      .Case("linalg", CPUStage::Linalg)
+      .Case("loops", CPUStage::Loops)
+      .Case("llvm", CPUStage::LLVM)
+      .Default(std::nullopt);
+}
+
+void switchyard::buildCPUPipeline(OpPassManager &pm,
+                                  const CPUPipelineOptions &options,
+                                  CPUStage stage) {
+  // Layer level -> routing level.
+  OpPassManager &funcPm = pm.nest<func::FuncOp>();
+  funcPm.addPass(moe::createMoEDecompose());
+  funcPm.addPass(createCanonicalizerPass());
+  if (stage == CPUStage::Routing)
+    return;
+
+  // Routing level -> linalg on tensors.
+  funcPm.addPass(createConvertMoEToLinalg());
+  funcPm.addPass(createCanonicalizerPass());
+  funcPm.addPass(createCSEPass());
+  if (stage == CPUStage::Linalg)
+    return;
+
+  // Tensors -> buffers -> loops. Function boundaries get identity layouts so
+  // the C interface sees plain strided descriptors.
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  bufferization::BufferDeallocationPipelineOptions dealloc;
+  bufferization::buildBufferDeallocationPipeline(pm, dealloc);
+  OpPassManager &loopsPm = pm.nest<func::FuncOp>();
+  if (options.parallel)
+    loopsPm.addPass(createConvertLinalgToParallelLoopsPass());
+  else
+    loopsPm.addPass(createConvertLinalgToLoopsPass());
+  loopsPm.addPass(createCanonicalizerPass());
+  if (stage == CPUStage::Loops)
+    return;
+
+  // Loops -> LLVM. memref lowering comes before scf-to-cf so that OpenMP
+  // regions verify (see docs/TOOLCHAIN notes in the README).
+  if (options.parallel)
+    pm.addPass(createConvertSCFToOpenMPPass());
+  pm.addPass(createConvertBufferizationToMemRefPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createSCFToControlFlowPass());
+  if (options.parallel)
+    pm.addPass(createConvertOpenMPToLLVMPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  // erf and tanh have no LLVM intrinsic: libm's erff/tanhf, exact to f32.
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createUBToLLVMConversionPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void switchyard::registerPipelines() {
+  PassPipelineRegistration<CPUPipelineOptions>(
+      "switchyard-cpu-pipeline",
+      "Compile the moe dialect (layer level) to the LLVM dialect for the CPU",
+      [](OpPassManager &pm, const CPUPipelineOptions &options) {
+        std::optional<CPUStage> stage = parseCPUStage(options.stopAfter);
+        // An unknown stage name compiles all the way and says so.
+        if (!stage)
+          llvm::errs() << "switchyard-cpu-pipeline: unknown stop-after '"
+                       << options.stopAfter
+                       << "' (expected routing, linalg, loops or llvm)\n";
+        buildCPUPipeline(pm, options, stage.value_or(CPUStage::LLVM));
+      });
+}
