@@ -1,0 +1,124 @@
+// RUN: moe-opt %s -convert-moe-to-linalg -canonicalize -split-input-file | FileCheck %s
+
+// The router runs in f32 on a bf16 model: the product extends x; the
+// softmax subtracts the row maximum.
+
+// CHECK-DAG: #[[$X:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d3)>
+// CHECK-DAG: #[[$W:.+]] = affine_map<(d0, d1, d2, d3) -> (d3, d2)>
+// CHECK-LABEL: func.func @router
+// CHECK:       %[[Z:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$W]], #{{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]}
+// CHECK:         arith.extf %{{.+}} : bf16 to f32
+// CHECK:       %[[MAX:.+]] = linalg.generic
+// CHECK-SAME:    ins(%[[Z]] :
+// CHECK:         arith.maximumf
+// CHECK:       %[[SUM:.+]] = linalg.generic
+// CHECK-SAME:    ins(%[[Z]], %[[MAX]] :
+// CHECK:         arith.subf
+// CHECK:         math.exp
+// CHECK:       linalg.generic
+// CHECK-SAME:    ins(%[[Z]], %[[MAX]], %[[SUM]] :
+// CHECK:         arith.divf
+// CHECK-NOT:   moe.
+func.func @router(%x: tensor<2x8x16xbf16>, %w: tensor<16x4xf32>) -> tensor<2x8x4xf32> {
+  %z = moe.router_logits %x, %w : (tensor<2x8x16xbf16>, tensor<16x4xf32>) -> tensor<2x8x4xf32>
+  %p = moe.router_probs %z : tensor<2x8x4xf32>
+  return %p : tensor<2x8x4xf32>
+}
+
+// -----
+
+// Batch priority sorts the tokens by their rank-1 probability with a stable
+// radix sort: four 8-bit digit passes, never a quadratic search.
+
+// CHECK-LABEL: func.func @batch_priority
+// CHECK-DAG:   arith.constant 8 : i32
+// CHECK-DAG:   arith.constant 16 : i32
+// CHECK-DAG:   arith.constant 24 : i32
+// CHECK-DAG:   arith.constant 256 : index
+// CHECK:       scf.for
+// CHECK:         arith.bitcast %{{.+}} : f32 to i32
+// CHECK:         arith.shrui
+// CHECK-NOT:   moe.
+func.func @batch_priority(%p: tensor<2x8x4xf32>) -> (tensor<2x8x1xi64>, tensor<2x8x1xi1>) {
+  %c = arith.constant 2 : index
+  %e, %g, %pos, %kept = moe.token_choice_route %p, %c {priority = #moe.priority<batch>}
+      : (tensor<2x8x4xf32>, index)
+      -> (tensor<2x8x1xi64>, tensor<2x8x1xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>)
+  return %e, %kept : tensor<2x8x1xi64>, tensor<2x8x1xi1>
+}
+
+// -----
+
+// Dispatch is a gather through a slot -> token table; empty rows are zero.
+
+// CHECK-LABEL: func.func @dispatch
+// CHECK:       %[[TABLE:.+]] = scf.for
+// CHECK:       linalg.generic
+// CHECK-SAME:    ins(%[[TABLE]] : tensor<4x2x3xi64>)
+// CHECK:         %[[G:.+]] = linalg.index 1 : index
+// CHECK:         %[[D:.+]] = linalg.index 3 : index
+// CHECK:         tensor.extract %{{.+}}[%[[G]], %{{.+}}, %[[D]]] : tensor<2x8x16xf32>
+// CHECK:         arith.select
+// CHECK-NOT:   moe.
+func.func @dispatch(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, %pos: tensor<2x8x1xi64>,
+    %kept: tensor<2x8x1xi1>) -> tensor<4x2x3x16xf32> {
+  %c = arith.constant 3 : index
+  %b = moe.dispatch %x, %e, %pos, %kept, %c
+      : (tensor<2x8x16xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi64>, tensor<2x8x1xi1>, index)
+      -> tensor<4x2x3x16xf32>
+  return %b : tensor<4x2x3x16xf32>
+}
+
+// -----
+
+// Experts: batched products accumulate in f32, the hidden activation and the
+// output are stored in the model dtype; the gated form has a third product.
+
+// CHECK-LABEL: func.func @experts_swiglu
+// CHECK:       %[[H1:.+]] = linalg.batch_matmul ins(%{{.+}}, %{{.+}} : tensor<4x6x16xbf16>, tensor<4x16x32xbf16>) outs(%{{.+}} : tensor<4x6x32xf32>)
+// CHECK:       %[[HG:.+]] = linalg.batch_matmul ins(%{{.+}}, %{{.+}} : tensor<4x6x16xbf16>, tensor<4x16x32xbf16>) outs(%{{.+}} : tensor<4x6x32xf32>)
+// CHECK:       %[[H:.+]] = linalg.generic {{.+}} ins(%[[H1]], %[[HG]] : tensor<4x6x32xf32>, tensor<4x6x32xf32>) outs(%{{.+}} : tensor<4x6x32xbf16>)
+// CHECK:         math.exp
+// CHECK:         arith.truncf %{{.+}} : f32 to bf16
+// CHECK:       %[[O:.+]] = linalg.batch_matmul ins(%[[H]], %{{.+}} : tensor<4x6x32xbf16>, tensor<4x32x16xbf16>) outs(%{{.+}} : tensor<4x6x16xf32>)
+// CHECK:       linalg.generic {{.+}} ins(%[[O]] : tensor<4x6x16xf32>) outs(%{{.+}} : tensor<4x6x16xbf16>)
+func.func @experts_swiglu(%in: tensor<4x6x16xbf16>, %w1: tensor<4x16x32xbf16>,
+    %wg: tensor<4x16x32xbf16>, %w2: tensor<4x32x16xbf16>) -> tensor<4x6x16xbf16> {
+  %o = moe.experts %in weights(w1 %w1 wg %wg w2 %w2) {activation = #moe.activation<swiglu>}
+      : (tensor<4x6x16xbf16>, tensor<4x16x32xbf16>, tensor<4x16x32xbf16>, tensor<4x32x16xbf16>)
+      -> tensor<4x6x16xbf16>
+  return %o : tensor<4x6x16xbf16>
+}
+
+// -----
+
+// Dropless experts: one product per expert over its rows.
+
+// CHECK-LABEL: func.func @grouped_experts
+// CHECK:       scf.for
+// CHECK:         tensor.extract_slice %{{.+}}[%{{.+}}, 0] [%{{.+}}, 16] [1, 1] : tensor<?x16xf32> to tensor<?x16xf32>
+// CHECK:         linalg.matmul
+// CHECK:         linalg.matmul
+// CHECK:         tensor.insert_slice
+func.func @grouped_experts(%rows: tensor<?x16xf32>, %off: tensor<5xi64>,
+    %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) -> tensor<?x16xf32> {
+  %o = moe.grouped_experts %rows, %off weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<?x16xf32>, tensor<5xi64>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<?x16xf32>
+  return %o : tensor<?x16xf32>
+}
+
+// -----
+
+// Soft dispatch: slot s = e * p + q is read through an affine expression,
+// weighted by a softmax over tokens.
+
+// CHECK-DAG: #[[$L:.+]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d4, d0 * 2 + d2)>
+// CHECK-LABEL: func.func @soft_dispatch
+// CHECK:       linalg.generic {indexing_maps = [#[[$L]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "parallel", "reduction"]}
+// CHECK:         math.exp
+// CHECK:         arith.divf
+func.func @soft_dispatch(%x: tensor<2x8x16xf32>, %l: tensor<2x8x4xf32>) -> tensor<2x2x2x16xf32> {
+  %s = moe.soft_dispatch %x, %l {slots_per_expert = 2 : i64}
+      : (tensor<2x8x16xf32>, tensor<2x8x4xf32>) -> tensor<2x2x2x16xf32>
+  return %s : tensor<2x2x2x16xf32>
+}

@@ -1,0 +1,363 @@
+"""Execution tests: compiled CPU code against the float64 reference.
+
+Every test draws fresh random inputs; the seed is printed in the pytest
+header and on failure, and SWITCHYARD_SEED=N replays a run. Tolerances are
+those of SEMANTICS.md section 8: relative error 1e-5 for f32 models, 2e-2
+for bf16/f16, and routing decisions (kept/dropped per expert, dropped and
+unrouted counts, capacity) identical. Random draws whose routing is within
+rounding of a tie are redrawn, since f32 and f64 may legitimately break
+such near-ties differently; exact ties are tested separately.
+"""
+
+import hashlib
+import math
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "reference"))
+
+import moe_reference as ref  # noqa: E402
+from harness import compile_function  # noqa: E402
+from layers import DTYPES, build_block, random_weights  # noqa: E402
+
+SEED = int(os.environ.get("SWITCHYARD_SEED",
+                          np.random.SeedSequence().entropy % (2**31)))
+TOLERANCE = {"f32": 1e-5, "bf16": 2e-2, "f16": 2e-2}
+_compiled = {}
+
+
+def pytest_report_header(config):  # pragma: no cover - pytest hook
+    return f"switchyard execution tests: SWITCHYARD_SEED={SEED}"
+
+
+@pytest.fixture
+def rng(request):
+    seed = SEED + int(hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6], 16)
+    print(f"seed for {request.node.nodeid}: SWITCHYARD_SEED={SEED} (test seed {seed})")
+    return np.random.default_rng(seed)
+
+
+def compiled(text, result_types, tmp_path_factory):
+    key = hashlib.sha1(text.encode()).hexdigest()
+    if key not in _compiled:
+        workdir = tmp_path_factory.mktemp("build")
+        _compiled[key] = compile_function(text, "block", result_types, workdir)
+    return _compiled[key]
+
+
+def rel_error(y, expected):
+    y = np.asarray(y, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    denom = np.linalg.norm(expected)
+    return np.linalg.norm(y - expected) / (denom if denom else 1.0)
+
+
+def _groups(x, group):
+    tokens = np.asarray(x, dtype=np.float64)
+    return tokens.reshape(1, -1, tokens.shape[-1]) if group == "batch" else tokens
+
+
+def router_probs64(x, w):
+    z = np.asarray(x, np.float64) @ w["router.weight"].astype(np.float64)
+    if "router.bias" in w:
+        z = z + w["router.bias"].astype(np.float64)
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(-1, keepdims=True)
+
+
+def near_tie(x, w, kind, options, normed):
+    """True if f32 rounding could change a routing decision of this draw."""
+    if kind not in ("moe", "expert_choice"):
+        return False
+    p = _groups(router_probs64(normed, w), options.get("group", "sequence"))
+    p = p[np.isfinite(p).all(-1)]
+    if p.size == 0:
+        return False
+    s = -np.sort(-p, axis=-1)
+    k = options.get("top_k", 1)
+    gaps = s[..., :-1] - s[..., 1:]
+    if kind == "moe":
+        ranks = gaps if options.get("reroute_dropped") else gaps[..., k - 1: k]
+        if ranks.size and ranks.min() < 1e-4:
+            return True
+        if options.get("priority") == "batch":
+            top1 = np.sort(s[..., 0].ravel())
+            if top1.size > 1 and np.diff(top1).min() < 1e-5:
+                return True
+    else:
+        for e in range(p.shape[-1]):
+            col = np.sort(p[..., e].ravel())
+            if col.size > 1 and np.diff(col).min() < 1e-5:
+                return True
+    return False
+
+
+def reference_block(kind, x, w, norm, residual, options, activation):
+    h = ref.norm(x, norm, w.get("norm.weight"), w.get("norm.bias")) if norm != "none" else np.asarray(x, np.float64)
+    if kind == "moe":
+        y, stats = ref.token_choice_layer(h, w, activation=activation, **options)
+    elif kind == "expert_choice":
+        y, stats = ref.expert_choice_layer(h, w, activation=activation, **options)
+    elif kind == "soft_moe":
+        y, stats = ref.soft_moe_layer(h, w, activation=activation, **options)
+    else:
+        y, stats = ref.ffn_layer(h, w, activation=activation), None
+    if residual:
+        y = np.asarray(x, np.float64) + y
+    return y, stats, h
+
+
+def run_block(rng, tmp_path_factory, kind, *, B=3, S=8, D=16, E=4, F=32,
+              dtype="f32", activation="relu", bias=False, router_bias=False,
+              norm="none", residual=False, static_batch=False, batches=None,
+              x_fn=None, weights_fn=None, check_near_ties=True, **options):
+    """Compiles one block, runs it on one or more batch sizes and checks every
+    result against the reference. Returns the last (outputs, reference)."""
+    text, names, result_types = build_block(
+        kind, S=S, D=D, E=E, F=F, dtype=dtype, batch=B if static_batch else None,
+        activation=activation, bias=bias, router_bias=router_bias, norm=norm,
+        residual=residual, **options)
+    fn = compiled(text, result_types, tmp_path_factory)
+    shape_options = dict(activation=activation, bias=bias, router_bias=router_bias,
+                         norm=norm, slots_per_expert=options.get("slots_per_expert", 1))
+    last = None
+    for batch in batches or [B]:
+        for _ in range(50):
+            w = random_weights(rng, kind, D, E, F, dtype, **shape_options)
+            if weights_fn:
+                w = weights_fn(w)
+            x = rng.standard_normal((batch, S, D)).astype(np.float32)
+            if x_fn:
+                x = x_fn(x)
+            x = x.astype(DTYPES[dtype])
+            w64 = {k: np.asarray(v, np.float64) for k, v in w.items()}
+            normed = (ref.norm(x, norm, w64.get("norm.weight"), w64.get("norm.bias"))
+                      if norm != "none" else np.asarray(x, np.float64))
+            if not check_near_ties or not near_tie(x, w64, kind, options, normed):
+                break
+        else:
+            pytest.fail("could not draw routing without near-ties")
+        outs = fn(x, *[w[n] for n in names])
+        expected, stats, _ = reference_block(kind, x, w64, norm, residual, options, activation)
+        check_outputs(kind, outs, expected, stats, dtype)
+        last = (outs, expected, stats, x, w)
+    return last
+
+
+def check_outputs(kind, outs, expected, stats, dtype):
+    y = outs[0].astype(np.float64)
+    assert y.shape == expected.shape
+    finite = np.isfinite(expected).all(-1)
+    # Rows the reference makes NaN (non-finite tokens) must be NaN here too,
+    # and every other row must be finite and match.
+    np.testing.assert_array_equal(np.isnan(y).all(-1), ~finite)
+    assert np.isfinite(y[finite]).all()
+    err = rel_error(y[finite], expected[finite])
+    assert err < TOLERANCE[dtype], f"relative error {err:.3e}"
+    if kind == "moe":
+        aux, z, counts, dropped, unrouted, capacity = outs[1:]
+        assert int(capacity) == stats["capacity"]
+        np.testing.assert_array_equal(counts, stats["kept_per_expert"])
+        assert int(dropped) == stats["dropped"]
+        assert int(unrouted) == stats["unrouted"]
+        check_loss(aux, stats["aux_loss"])
+        check_loss(z, stats["z_loss"])
+    elif kind == "expert_choice":
+        z, counts, unrouted, capacity = outs[1:]
+        assert int(capacity) == stats["capacity"]
+        np.testing.assert_array_equal(counts, stats["kept_per_expert"])
+        assert int(unrouted) == stats["unrouted"]
+        check_loss(z, stats["z_loss"])
+
+
+def check_loss(value, expected):
+    value = float(value)
+    if expected is None or math.isnan(expected):
+        assert math.isnan(value), f"loss {value}, expected NaN"
+    else:
+        assert value == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
+# --- token choice -----------------------------------------------------------
+
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+def test_top_k(rng, tmp_path_factory, top_k):
+    run_block(rng, tmp_path_factory, "moe", top_k=top_k)
+
+
+@pytest.mark.parametrize("capacity_factor", [0.5, 1.0, 4.0, None],
+                         ids=["drops-many", "drops-few", "drops-none", "dropless"])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_capacity_factor(rng, tmp_path_factory, capacity_factor, top_k):
+    run_block(rng, tmp_path_factory, "moe", top_k=top_k, capacity_factor=capacity_factor)
+
+
+def test_min_capacity(rng, tmp_path_factory):
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", capacity_factor=0.25,
+                                  min_capacity=3)
+    assert stats["capacity"] == 3
+
+
+def test_expert_capacity(rng, tmp_path_factory):
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", expert_capacity=1)
+    assert stats["capacity"] == 1
+
+
+@pytest.mark.parametrize("top_k", [2, 4])
+def test_normalize_gates(rng, tmp_path_factory, top_k):
+    run_block(rng, tmp_path_factory, "moe", top_k=top_k, normalize_gates=True,
+              capacity_factor=1.0)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_batch_priority(rng, tmp_path_factory, top_k):
+    run_block(rng, tmp_path_factory, "moe", top_k=top_k, priority="batch",
+              capacity_factor=0.75)
+
+
+@pytest.mark.parametrize("priority", ["sequence", "batch"])
+def test_reroute_dropped(rng, tmp_path_factory, priority):
+    outs, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", reroute_dropped=True,
+                                     capacity_factor=1.0, priority=priority, S=16)
+
+
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe"])
+def test_group_batch(rng, tmp_path_factory, kind):
+    options = {"capacity_factor": 1.0} if kind == "moe" else {}
+    run_block(rng, tmp_path_factory, kind, group="batch", batches=[1, 3], **options)
+
+
+def test_group_not_multiple_of_experts(rng, tmp_path_factory):
+    # G = 10 tokens, E = 4: C = ceil(10 * 1.25 / 4) = 4.
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", S=10, E=4)
+    assert stats["capacity"] == 4
+
+
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe", "ffn"])
+def test_dynamic_batch(rng, tmp_path_factory, kind):
+    run_block(rng, tmp_path_factory, kind, batches=[1, 3, 17])
+
+
+def test_static_batch(rng, tmp_path_factory):
+    run_block(rng, tmp_path_factory, "moe", B=2, static_batch=True, top_k=2)
+
+
+def test_all_tokens_prefer_one_expert(rng, tmp_path_factory):
+    def one_expert(w):
+        w = dict(w)
+        bias = np.zeros(4, np.float32)
+        bias[2] = 20.0
+        w["router.bias"] = bias
+        return w
+    outs, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", router_bias=True,
+                                     weights_fn=one_expert, capacity_factor=1.0)
+    assert stats["kept_per_expert"][2] == stats["capacity"] * 3
+    assert stats["dropped"] > 0
+
+
+def test_exact_ties_between_experts(rng, tmp_path_factory):
+    # A zero router: every probability is exactly 1/E, so every choice ties
+    # and goes to the smallest indices.
+    def zero_router(w):
+        w = dict(w)
+        w["router.weight"] = np.zeros_like(w["router.weight"])
+        return w
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", top_k=2,
+                                  weights_fn=zero_router, check_near_ties=False,
+                                  capacity_factor=2.0)
+    assert list(stats["kept_per_expert"][2:]) == [0, 0]
+
+
+def test_exact_ties_expert_choice(rng, tmp_path_factory):
+    def zero_router(w):
+        w = dict(w)
+        w["router.weight"] = np.zeros_like(w["router.weight"])
+        return w
+    run_block(rng, tmp_path_factory, "expert_choice", weights_fn=zero_router,
+              check_near_ties=False, capacity_factor=1.0)
+
+
+def test_huge_logits(rng, tmp_path_factory):
+    # Router logits of magnitude ~1e4: the softmax and the z-loss must not
+    # overflow. Probabilities are exactly one-hot in f32 and f64 alike.
+    def huge(w):
+        w = dict(w)
+        w["router.weight"] = (w["router.weight"] * 1e4).astype(np.float32)
+        return w
+    outs, *_ = run_block(rng, tmp_path_factory, "moe", weights_fn=huge,
+                         check_near_ties=False)
+    assert np.isfinite(outs[0]).all()
+    assert np.isfinite(float(outs[1])) and np.isfinite(float(outs[2]))
+
+
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_tokens(rng, tmp_path_factory, kind, bad):
+    # One non-finite token in group 1: its row is NaN, it takes no capacity,
+    # the other groups are unaffected; soft MoE poisons only its group.
+    def poison(x):
+        x = x.copy()
+        x[1, 3, 5] = bad
+        return x
+    options = {"capacity_factor": 1.0} if kind == "moe" else {}
+    outs, expected, *_ = run_block(rng, tmp_path_factory, kind, x_fn=poison, **options)
+    y = outs[0]
+    if kind == "soft_moe":
+        assert np.isnan(y[1]).all()
+        assert np.isfinite(y[[0, 2]]).all()
+    else:
+        assert np.isnan(y[1, 3]).all()
+        assert np.isfinite(np.delete(y.reshape(-1, y.shape[-1]), 8 + 3, axis=0)).all()
+        assert math.isnan(float(outs[1]))  # the loss of the poisoned group
+
+
+# --- expert choice and soft MoE ----------------------------------------------
+
+@pytest.mark.parametrize("capacity_factor", [0.5, 1.0, 2.0, 4.0])
+def test_expert_choice_capacity(rng, tmp_path_factory, capacity_factor):
+    run_block(rng, tmp_path_factory, "expert_choice", capacity_factor=capacity_factor)
+
+
+def test_expert_choice_min_and_explicit_capacity(rng, tmp_path_factory):
+    run_block(rng, tmp_path_factory, "expert_choice", capacity_factor=0.25, min_capacity=3)
+    run_block(rng, tmp_path_factory, "expert_choice", expert_capacity=5)
+
+
+@pytest.mark.parametrize("slots_per_expert", [1, 3])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_soft_moe(rng, tmp_path_factory, slots_per_expert, normalize):
+    run_block(rng, tmp_path_factory, "soft_moe", slots_per_expert=slots_per_expert,
+              normalize=normalize)
+
+
+# --- activations, dtypes, blocks ---------------------------------------------
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
+@pytest.mark.parametrize("kind", ["moe", "ffn"])
+def test_activations(rng, tmp_path_factory, activation, kind):
+    run_block(rng, tmp_path_factory, kind, activation=activation, bias=True)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe", "ffn"])
+def test_low_precision_models(rng, tmp_path_factory, dtype, kind):
+    options = {"top_k": 2} if kind == "moe" else {}
+    run_block(rng, tmp_path_factory, kind, dtype=dtype, activation="swiglu", **options)
+
+
+@pytest.mark.parametrize("norm", ["rms", "layer"])
+@pytest.mark.parametrize("kind", ["moe", "soft_moe", "ffn"])
+def test_norm_and_residual(rng, tmp_path_factory, norm, kind):
+    run_block(rng, tmp_path_factory, kind, norm=norm, residual=True)
+
+
+def test_biases(rng, tmp_path_factory):
+    run_block(rng, tmp_path_factory, "moe", bias=True, router_bias=True, top_k=2)
+    run_block(rng, tmp_path_factory, "expert_choice", bias=True, router_bias=True)

@@ -1,0 +1,39 @@
+// The named CPU pipeline, stage by stage, and with the IR after every pass.
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=routing' | FileCheck %s --check-prefix=ROUTING
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=linalg' | FileCheck %s --check-prefix=LINALG
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=loops' | FileCheck %s --check-prefix=LOOPS
+// RUN: moe-opt %s --switchyard-cpu-pipeline | FileCheck %s --check-prefix=LLVM
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=linalg' --mlir-print-ir-after-all 2>&1 >/dev/null | FileCheck %s --check-prefix=AFTER
+
+// ROUTING-LABEL: func.func @block
+// ROUTING:       moe.router_logits
+// ROUTING:       moe.token_choice_route
+// ROUTING-NOT:   moe.token_choice {{.+}} router
+
+// LINALG-LABEL: func.func @block
+// LINALG-NOT:   moe.
+// LINALG:       linalg.batch_matmul
+
+// LOOPS-LABEL: func.func @block
+// LOOPS-SAME:    memref<?x8x16xf32>
+// LOOPS:         scf.parallel
+// LOOPS-NOT:     linalg.
+
+// LLVM-LABEL: llvm.func @block
+// LLVM:       llvm.func @_mlir_ciface_block
+// LLVM-NOT:   moe.
+
+// AFTER: IR Dump After MoEDecompose
+// AFTER: IR Dump After Canonicalizer
+// AFTER: IR Dump After ConvertMoEToLinalg
+// AFTER: IR Dump After CSE
+
+func.func @block(%x: tensor<?x8x16xf32>, %wr: tensor<16x4xf32>,
+    %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) -> tensor<?x8x16xf32>
+    attributes {llvm.emit_c_interface} {
+  %y:7 = moe.token_choice %x router(%wr) experts(w1 %w1 w2 %w2)
+      {activation = #moe.activation<relu>, capacity_factor = 1.25 : f64}
+      : (tensor<?x8x16xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
+      -> (tensor<?x8x16xf32>, tensor<f32>, tensor<f32>, tensor<4xi64>, tensor<i64>, tensor<i64>, tensor<i64>)
+  return %y#0 : tensor<?x8x16xf32>
+}
