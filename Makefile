@@ -40,8 +40,8 @@ run: build
 check-lit: build
 	cmake --build $(BUILD_DIR) --target check-switchyard
 
-check-python: deps
-	$(PYTHON) -m pytest -q test/reference
+check-python: build
+	SWITCHYARD_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q -n auto test/reference test/Integration
 
 test: check-lit check-python
 

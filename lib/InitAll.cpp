@@ -10,6 +10,7 @@
 #include "switchyard/Dialect/MoE/IR/MoEDialect.h"
 #include "switchyard/Dialect/MoE/Transforms/Passes.h"
 #include "switchyard/Pipelines/Pipelines.h"
+#include "switchyard/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
 
@@ -20,5 +21,6 @@ void switchyard::registerAllDialects(mlir::DialectRegistry &registry) {
 void switchyard::registerAllPasses() {
   moe::registerMoEPasses();
   registerConversionPasses();
+  registerSwitchyardPasses();
   registerPipelines();
 }

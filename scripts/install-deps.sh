@@ -6,7 +6,9 @@ set -euo pipefail
 
 APT_PACKAGES=(llvm-22-dev libmlir-22-dev mlir-22-tools clang-22 libomp-22-dev
               cmake ninja-build ccache)
-PY_PACKAGES=(numpy pytest ml_dtypes nanobind)
+# module:package pairs (the import name and the name on PyPI).
+PY_PACKAGES=(numpy:numpy pytest:pytest xdist:pytest-xdist ml_dtypes:ml_dtypes
+             nanobind:nanobind)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -23,8 +25,8 @@ fi
 
 PYTHON=${PYTHON:-python3}
 py_missing=()
-for mod in "${PY_PACKAGES[@]}"; do
-  "$PYTHON" -c "import $mod" 2>/dev/null || py_missing+=("$mod")
+for pair in "${PY_PACKAGES[@]}"; do
+  "$PYTHON" -c "import ${pair%%:*}" 2>/dev/null || py_missing+=("${pair#*:}")
 done
 if ((${#py_missing[@]})); then
   echo "install-deps: pip installing ${py_missing[*]}"

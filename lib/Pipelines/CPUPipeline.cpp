@@ -8,8 +8,10 @@
 
 #include "switchyard/Conversion/Passes.h"
 #include "switchyard/Dialect/MoE/Transforms/Passes.h"
+#include "switchyard/Transforms/Passes.h"
 
 #include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
 #include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -43,6 +45,8 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
 
   // Routing level -> linalg on tensors.
   funcPm.addPass(createConvertMoEToLinalg());
+  // The residual additions that moe-decompose leaves as arith on tensors.
+  funcPm.addPass(createConvertElementwiseToLinalgPass());
   funcPm.addPass(createCanonicalizerPass());
   funcPm.addPass(createCSEPass());
   if (stage == CPUStage::Linalg)
@@ -50,11 +54,7 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
 
   // Tensors -> buffers -> loops. Function boundaries get identity layouts so
   // the C interface sees plain strided descriptors.
-  bufferization::OneShotBufferizePassOptions bufferize;
-  bufferize.bufferizeFunctionBoundaries = true;
-  bufferize.functionBoundaryTypeConversion =
-      bufferization::LayoutMapOption::IdentityLayoutMap;
-  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  pm.addPass(createSwitchyardBufferize());
   bufferization::BufferDeallocationPipelineOptions dealloc;
   bufferization::buildBufferDeallocationPipeline(pm, dealloc);
   OpPassManager &loopsPm = pm.nest<func::FuncOp>();
@@ -68,6 +68,11 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
 
   // Loops -> LLVM. memref lowering comes before scf-to-cf so that OpenMP
   // regions verify (see docs/TOOLCHAIN notes in the README).
+  // bf16 <-> f32 conversions as integer ops: LLVM would otherwise call
+  // compiler-rt's __truncsfbf2, which the artifacts do not link.
+  arith::ArithExpandOpsPassOptions expand;
+  expand.includeBf16 = true;
+  pm.addPass(arith::createArithExpandOpsPass(expand));
   if (options.parallel)
     pm.addPass(createConvertSCFToOpenMPPass());
   pm.addPass(createConvertBufferizationToMemRefPass());

@@ -10,6 +10,7 @@ results as numpy arrays (copied out, the callee's buffers freed).
 """
 
 import ctypes
+import hashlib
 import os
 import pathlib
 import subprocess
@@ -144,7 +145,9 @@ def compile_function(mlir_text, name, result_types, workdir=None,
     ll = workdir / f"{name}.ll"
     _run([LLVM_BIN / "mlir-translate", "--mlir-to-llvmir", lowered, "-o", ll],
          "mlir-translate")
-    library = workdir / f"lib{name}.so"
+    # dlopen caches libraries by path: a new text gets a new file name.
+    digest = hashlib.sha1(mlir_text.encode()).hexdigest()[:12]
+    library = workdir / f"lib{name}-{digest}.so"
     _run(["clang-22", "-O2", "-shared", "-fPIC", "-fopenmp",
           "-Wno-override-module", ll, "-o", library, "-lm"], "clang-22")
     return CompiledFunction(library, name, result_types)
