@@ -11,7 +11,7 @@ EXAMPLE ?= examples/switch-base-8.mlir
 
 MOE_OPT := $(BUILD_DIR)/bin/moe-opt
 
-.PHONY: all deps configure build run test check-lit check-python clean
+.PHONY: all deps configure build run test check-lit check-python docs clean
 
 all: build
 
@@ -44,6 +44,12 @@ check-python: build
 	SWITCHYARD_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q -n auto test/reference test/Integration
 
 test: check-lit check-python
+
+# Refresh the generated docs in docs/ after an ODS or Passes.td change.
+docs: configure
+	cmake --build $(BUILD_DIR) --target MoEDialectDocGen MoEPassesDocGen ConversionPassesDocGen SwitchyardPassesDocGen
+	cp $(BUILD_DIR)/docs/Dialects/MoEDialect.md docs/Dialects/
+	cp $(BUILD_DIR)/docs/MoEPasses.md $(BUILD_DIR)/docs/ConversionPasses.md $(BUILD_DIR)/docs/SwitchyardPasses.md docs/
 
 clean:
 	rm -rf $(BUILD_DIR)
