@@ -88,17 +88,22 @@ def _all_experts(x_group, w, act):
     def part(name, e):
         return w[name][e] if name in w else None
 
-    return np.stack([
-        expert_mlp(x_group, w["experts.w1"][e], w["experts.w2"][e], part("experts.b1", e),
-                   part("experts.b2", e), part("experts.wg", e), act)
-        for e in range(E)])
+    # Rows of non-finite tokens come out NaN/inf; the callers overwrite or
+    # propagate them by the §8 rule, so numpy's warnings are noise here.
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.stack([
+            expert_mlp(x_group, w["experts.w1"][e], w["experts.w2"][e], part("experts.b1", e),
+                       part("experts.b2", e), part("experts.wg", e), act)
+            for e in range(E)])
 
 
 # --- §2 router ------------------------------------------------------------------
 
 def router_logits(x_tokens, wr, br=None):
-    """§2: `z = x Wr (+ br)`, `[N, D] -> [N, E]`, here in float64."""
-    z = _f64(x_tokens) @ _f64(wr)
+    """§2: `z = x Wr (+ br)`, `[N, D] -> [N, E]`, here in float64. A NaN or
+    infinite input gives non-finite logits (inf - inf = NaN silently): §8."""
+    with np.errstate(invalid="ignore"):
+        z = _f64(x_tokens) @ _f64(wr)
     return z if br is None else z + _f64(br)
 
 
@@ -158,7 +163,8 @@ def compute_capacity(G, E, top_k=1, capacity_factor=1.25, expert_capacity=None,
 
     `k * G * cf / E` is evaluated in float64, left to right, so a factor whose
     binary value is not the decimal one can round up past an integer
-    (10 * 1.1 = 11.000000000000002 -> 12)."""
+    (G = 50, E = 5, cf = 1.1: 50 * 1.1 / 5 = 11.000000000000002 -> 12), as the
+    compiled code, which evaluates the same float64 expression, does too."""
     if expert_capacity is not None:
         return min(int(expert_capacity), G)
     if capacity_factor is None:
@@ -167,7 +173,7 @@ def compute_capacity(G, E, top_k=1, capacity_factor=1.25, expert_capacity=None,
     return min(max(int(min_capacity), math.ceil(rows)), G)
 
 
-def _nan_if_unrouted(loss, valid):
+def _loss_or_nan(loss, valid):
     """§8: a layer's loss over a group holding a non-finite token is NaN."""
     return loss if valid.all() else math.nan
 
@@ -276,8 +282,8 @@ def token_choice_layer(x, weights, *, top_k=1, capacity_factor=1.25, expert_capa
         # rerouting (`ranking`, not the rerouted `choices`).
         f = np.bincount(ranking[idx, :k].ravel(), minlength=E) / G
         P = p.mean(0)
-        aux_losses.append(_nan_if_unrouted(aux_loss_weight * E * float(np.sum(f * P)), valid))
-        z_losses.append(_nan_if_unrouted(_z_loss(z, z_loss_weight), valid))
+        aux_losses.append(_loss_or_nan(aux_loss_weight * E * float(np.sum(f * P)), valid))
+        z_losses.append(_loss_or_nan(_z_loss(z, z_loss_weight), valid))
 
     routed = choices[..., 0] >= 0                                    # finite tokens [NG, G]
     stats = dict(
@@ -328,7 +334,7 @@ def expert_choice_layer(x, weights, *, capacity_factor=2.0, expert_capacity=None
             token_index[g, e, :len(taken)] = taken
             y[g, taken] += p[taken, e, None] * outs[e, taken]
         y[g, ~valid] = np.nan
-        z_losses.append(_nan_if_unrouted(_z_loss(z, z_loss_weight), valid))
+        z_losses.append(_loss_or_nan(_z_loss(z, z_loss_weight), valid))
 
     taken_per_group = [np.unique(ti[ti >= 0]).size for ti in token_index]
     stats = dict(
@@ -378,7 +384,8 @@ def soft_moe_layer(x, weights, *, slots_per_expert=1, normalize=True, group="seq
             L = Xh @ phih                                            # [m, n*p]
         dispatch[g] = softmax(L, axis=0)                              # §5.3 over tokens
         combine[g] = softmax(L, axis=1)                               # §5.6 over slots
-        Xs = dispatch[g].T @ X                                        # §5.4, un-normalized X
+        with np.errstate(invalid="ignore"):                           # §8 NaN propagation
+            Xs = dispatch[g].T @ X                                    # §5.4, un-normalized X
         outs = _all_experts(Xs, weights, activation)                 # [E, n*p, D]
         Ys = outs[slot_expert, np.arange(E * P)]                      # §5.5 f_{s//p}(Xs[s])
         y[g] = combine[g] @ Ys                                        # §5.7
