@@ -23,58 +23,6 @@ using utils::IteratorType;
 constexpr IteratorType kPar = IteratorType::parallel;
 constexpr IteratorType kRed = IteratorType::reduction;
 
-/// Reduces the last dimension of a rank-3 f32 tensor with `combine`,
-/// starting from `init`: [A, B, C] -> [A, B].
-Value reduceLastDim(OpBuilder &b, Location loc, Value input, double init,
-                    function_ref<Value(OpBuilder &, Location, Value, Value)>
-                        combine) {
-  MLIRContext *ctx = b.getContext();
-  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, input);
-  sizes.pop_back();
-  Type f32 = b.getF32Type();
-  Value acc = filledTensor(b, loc, sizes, f32, floatConst(b, loc, f32, init));
-  AffineMap in = AffineMap::getMultiDimIdentityMap(3, ctx);
-  AffineMap out = AffineMap::get(3, 0,
-                                 {getAffineDimExpr(0, ctx),
-                                  getAffineDimExpr(1, ctx)},
-                                 ctx);
-  return buildGeneric(b, loc, input, acc, {in, out}, {kPar, kPar, kRed},
-                      [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                        linalg::YieldOp::create(
-                            nb, nloc, combine(nb, nloc, args[0], args[1]));
-                      });
-}
-
-Value maxLastDim(OpBuilder &b, Location loc, Value input) {
-  return reduceLastDim(b, loc, input, -INFINITY,
-                       [](OpBuilder &nb, Location nloc, Value v, Value acc) {
-                         // maximumf propagates NaN: a NaN row stays NaN.
-                         return arith::MaximumFOp::create(nb, nloc, v, acc)
-                             .getResult();
-                       });
-}
-
-/// sum_j exp(x[.., j] - max[..]) over the last dimension.
-Value sumExpLastDim(OpBuilder &b, Location loc, Value input, Value max) {
-  MLIRContext *ctx = b.getContext();
-  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, input);
-  sizes.pop_back();
-  Type f32 = b.getF32Type();
-  Value acc = zeroTensor(b, loc, sizes, f32);
-  AffineMap in = AffineMap::getMultiDimIdentityMap(3, ctx);
-  AffineMap row = AffineMap::get(
-      3, 0, {getAffineDimExpr(0, ctx), getAffineDimExpr(1, ctx)}, ctx);
-  return buildGeneric(
-      b, loc, ValueRange{input, max}, acc, {in, row, row}, {kPar, kPar, kRed},
-      [&](OpBuilder &nb, Location nloc, ValueRange args) {
-        Value shifted = arith::SubFOp::create(nb, nloc, args[0], args[1]);
-        Value e = math::ExpOp::create(nb, nloc, shifted);
-        linalg::YieldOp::create(nb, nloc,
-                                ValueRange{arith::AddFOp::create(nb, nloc, e,
-                                                                 args[2])});
-      });
-}
-
 struct RouterLogitsLowering : OpConversionPattern<moe::RouterLogitsOp> {
   using OpConversionPattern::OpConversionPattern;
 
@@ -132,8 +80,7 @@ struct RouterProbsLowering : OpConversionPattern<moe::RouterProbsOp> {
     Location loc = op.getLoc();
     MLIRContext *ctx = getContext();
     Value z = adaptor.getLogits();
-    Value max = maxLastDim(b, loc, z);
-    Value sum = sumExpLastDim(b, loc, z, max);
+    auto [max, sum] = softmaxStats(b, loc, z, /*reducedDim=*/2);
     AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
     AffineMap row = AffineMap::get(
         3, 0, {getAffineDimExpr(0, ctx), getAffineDimExpr(1, ctx)}, ctx);
@@ -182,8 +129,7 @@ struct ZLossLowering : OpConversionPattern<moe::ZLossOp> {
     MLIRContext *ctx = getContext();
     Type f32 = b.getF32Type();
     Value z = adaptor.getLogits();
-    Value max = maxLastDim(b, loc, z);
-    Value sum = sumExpLastDim(b, loc, z, max);
+    auto [max, sum] = softmaxStats(b, loc, z, /*reducedDim=*/2);
     AffineMap id = AffineMap::getMultiDimIdentityMap(2, ctx);
     Value init = tensor::EmptyOp::create(
         b, loc, ArrayRef<OpFoldResult>(sizesOf(b, loc, z)).drop_back(), f32);

@@ -25,22 +25,6 @@ using utils::IteratorType;
 constexpr IteratorType kPar = IteratorType::parallel;
 constexpr IteratorType kRed = IteratorType::reduction;
 
-/// A reduction generic: `out` (f32, filled with `init`) combined with `fn`
-/// over the iteration space of `maps`.
-Value reduce(OpBuilder &b, Location loc, ValueRange inputs,
-             ArrayRef<OpFoldResult> outSizes, double init,
-             ArrayRef<AffineMap> maps, ArrayRef<IteratorType> iterators,
-             function_ref<Value(OpBuilder &, Location, ValueRange, Value)> fn) {
-  Type f32 = b.getF32Type();
-  Value acc = filledTensor(b, loc, outSizes, f32, floatConst(b, loc, f32, init));
-  return buildGeneric(b, loc, inputs, acc, maps, iterators,
-                      [&](OpBuilder &b, Location loc, ValueRange args) {
-                        linalg::YieldOp::create(
-                            b, loc,
-                            fn(b, loc, args.drop_back(), args.back()));
-                      });
-}
-
 Value sumOfSquares(OpBuilder &b, Location loc, ValueRange args, Value acc) {
   Value v = convertScalar(b, loc, args[0], b.getF32Type());
   return arith::AddFOp::create(b, loc, acc, arith::MulFOp::create(b, loc, v, v));
@@ -135,35 +119,6 @@ struct SoftLogitsLowering : OpConversionPattern<moe::SoftLogitsOp> {
   }
 };
 
-/// max and sum of exp(L - max) of `logits [NG, m, S]`, over tokens
-/// (`overTokens`, giving [NG, S]) or over slots (giving [NG, m]).
-std::pair<Value, Value> softmaxStats(OpBuilder &b, Location loc, Value logits,
-                                     bool overTokens) {
-  MLIRContext *ctx = b.getContext();
-  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
-  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, logits);
-  // Iteration (g, kept, reduced) with the reduced dimension last.
-  AffineMap in = overTokens ? AffineMap::get(3, 0, {d(0), d(2), d(1)}, ctx)
-                            : AffineMap::getMultiDimIdentityMap(3, ctx);
-  AffineMap out = AffineMap::get(3, 0, {d(0), d(1)}, ctx);
-  SmallVector<OpFoldResult> outSizes = {sizes[0],
-                                        overTokens ? sizes[2] : sizes[1]};
-  SmallVector<IteratorType> iters = {kPar, kPar, kRed};
-  Value max = reduce(b, loc, logits, outSizes, -INFINITY, {in, out}, iters,
-                     [](OpBuilder &b, Location loc, ValueRange v, Value acc) {
-                       return arith::MaximumFOp::create(b, loc, v[0], acc)
-                           .getResult();
-                     });
-  Value sum = reduce(b, loc, ValueRange{logits, max}, outSizes, 0.0,
-                     {in, out, out}, iters,
-                     [](OpBuilder &b, Location loc, ValueRange v, Value acc) {
-                       Value e = math::ExpOp::create(
-                           b, loc, arith::SubFOp::create(b, loc, v[0], v[1]));
-                       return arith::AddFOp::create(b, loc, acc, e).getResult();
-                     });
-  return {max, sum};
-}
-
 /// exp(l - max) / sum.
 Value softmaxWeight(OpBuilder &b, Location loc, Value l, Value max, Value sum) {
   Value e = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, l, max));
@@ -181,7 +136,7 @@ struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
     MLIRContext *ctx = getContext();
     Value x = adaptor.getX(), logits = adaptor.getLogits();
     int64_t p = op.getSlotsPerExpert();
-    auto [max, sum] = softmaxStats(b, loc, logits, /*overTokens=*/true);
+    auto [max, sum] = softmaxStats(b, loc, logits, /*reducedDim=*/1);
     auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
     // Iteration (e, g, q, d, i).
     AffineExpr slot = d(0) * p + d(2);
@@ -221,7 +176,7 @@ struct SoftCombineLowering : OpConversionPattern<moe::SoftCombineOp> {
     MLIRContext *ctx = getContext();
     Value logits = adaptor.getLogits(), slots = adaptor.getSlotOutputs();
     int64_t p = cast<ShapedType>(slots.getType()).getDimSize(2);
-    auto [max, sum] = softmaxStats(b, loc, logits, /*overTokens=*/false);
+    auto [max, sum] = softmaxStats(b, loc, logits, /*reducedDim=*/2);
     auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
     // Iteration (g, i, d, e, q).
     AffineExpr slot = d(3) * p + d(4);

@@ -167,4 +167,48 @@ Value buildGeneric(OpBuilder &b, Location loc, ValueRange inputs, Value output,
   return generic.getResult(0);
 }
 
+Value reduce(OpBuilder &b, Location loc, ValueRange inputs,
+             ArrayRef<OpFoldResult> outSizes, double init,
+             ArrayRef<AffineMap> maps, ArrayRef<utils::IteratorType> iterators,
+             function_ref<Value(OpBuilder &, Location, ValueRange, Value)> fn) {
+  Type f32 = b.getF32Type();
+  Value acc = filledTensor(b, loc, outSizes, f32, floatConst(b, loc, f32, init));
+  return buildGeneric(b, loc, inputs, acc, maps, iterators,
+                      [&](OpBuilder &b, Location loc, ValueRange args) {
+                        linalg::YieldOp::create(
+                            b, loc,
+                            fn(b, loc, args.drop_back(), args.back()));
+                      });
+}
+
+std::pair<Value, Value> softmaxStats(OpBuilder &b, Location loc, Value logits,
+                                     unsigned reducedDim) {
+  MLIRContext *ctx = b.getContext();
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, logits);
+  // Iteration (g, kept, reduced) with the reduced dimension last.
+  AffineMap in = reducedDim == 1 ? AffineMap::get(3, 0, {d(0), d(2), d(1)}, ctx)
+                                 : AffineMap::getMultiDimIdentityMap(3, ctx);
+  AffineMap out = AffineMap::get(3, 0, {d(0), d(1)}, ctx);
+  SmallVector<OpFoldResult> outSizes = {sizes[0],
+                                        sizes[reducedDim == 1 ? 2 : 1]};
+  SmallVector<utils::IteratorType> iters = {utils::IteratorType::parallel,
+                                            utils::IteratorType::parallel,
+                                            utils::IteratorType::reduction};
+  // maximumf propagates NaN: a row (column) with a NaN stays NaN.
+  Value max = reduce(b, loc, logits, outSizes, -INFINITY, {in, out}, iters,
+                     [](OpBuilder &b, Location loc, ValueRange v, Value acc) {
+                       return arith::MaximumFOp::create(b, loc, v[0], acc)
+                           .getResult();
+                     });
+  Value sum = reduce(b, loc, ValueRange{logits, max}, outSizes, 0.0,
+                     {in, out, out}, iters,
+                     [](OpBuilder &b, Location loc, ValueRange v, Value acc) {
+                       Value e = math::ExpOp::create(
+                           b, loc, arith::SubFOp::create(b, loc, v[0], v[1]));
+                       return arith::AddFOp::create(b, loc, acc, e).getResult();
+                     });
+  return {max, sum};
+}
+
 } // namespace switchyard::lowering

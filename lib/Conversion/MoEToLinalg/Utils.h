@@ -84,6 +84,25 @@ mlir::Value buildGeneric(
                             mlir::ValueRange)>
         body);
 
+/// A reduction `linalg.generic` into a fresh f32 tensor of `outSizes` filled
+/// with `init`; `fn(inputs, acc)` gives the new accumulator.
+mlir::Value
+reduce(mlir::OpBuilder &b, mlir::Location loc, mlir::ValueRange inputs,
+       llvm::ArrayRef<mlir::OpFoldResult> outSizes, double init,
+       llvm::ArrayRef<mlir::AffineMap> maps,
+       llvm::ArrayRef<mlir::utils::IteratorType> iterators,
+       llvm::function_ref<mlir::Value(mlir::OpBuilder &, mlir::Location,
+                                      mlir::ValueRange, mlir::Value)>
+           fn);
+
+/// The maximum and sum of exp(l - max) of rank-3 f32 `logits` over dimension
+/// `reducedDim` (1 or 2), for a numerically stable softmax: two [NG, n]
+/// tensors, n the remaining dimension.
+std::pair<mlir::Value, mlir::Value> softmaxStats(mlir::OpBuilder &b,
+                                                 mlir::Location loc,
+                                                 mlir::Value logits,
+                                                 unsigned reducedDim);
+
 /// Iterator lists.
 llvm::SmallVector<mlir::utils::IteratorType> parallelIterators(unsigned n);
 

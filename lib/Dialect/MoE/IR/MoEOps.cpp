@@ -218,17 +218,34 @@ static LogicalResult verifySameType(Operation *op, StringRef resultName,
 // Layer level
 //===----------------------------------------------------------------------===//
 
+/// What token- and expert-choice layers share: the router, the expert
+/// weights (E from the router), the z-loss weight, jitter and the results.
+template <typename RoutedLayerOp>
+static LogicalResult verifyRoutedLayer(RoutedLayerOp op) {
+  Operation *operation = op.getOperation();
+  int64_t d = dimOf(op.getX(), 2);
+  if (failed(verifyRouter(operation, d, op.getRouterWeight(),
+                          op.getRouterBias())))
+    return failure();
+  int64_t e = dimOf(op.getRouterWeight(), 1);
+  if (failed(verifyExpertWeights(operation, elementTypeOf(op.getX()), d, e,
+                                 "router_weight", op.getW1(), op.getWg(),
+                                 op.getW2(), op.getB1(), op.getB2(),
+                                 op.getActivation(), /*hasExpertDim=*/true)) ||
+      failed(verifyNonNegative(operation, "z_loss_weight",
+                               op.getZLossWeight().convertToDouble())) ||
+      failed(verifyJitter(operation, op.getJitter().convertToDouble())) ||
+      failed(verifySameType(operation, "y", op.getY(), "x", op.getX())) ||
+      failed(verifyShape(operation, "expert_counts", op.getExpertCounts(), {e},
+                         "[E]")))
+    return failure();
+  return success();
+}
+
 LogicalResult TokenChoiceOp::verify() {
   Operation *op = getOperation();
-  int64_t d = dimOf(getX(), 2);
-  if (failed(verifyRouter(op, d, getRouterWeight(), getRouterBias())))
-    return failure();
-  int64_t e = dimOf(getRouterWeight(), 1);
-  if (failed(verifyExpertWeights(op, elementTypeOf(getX()), d, e,
-                                 "router_weight", getW1(), getWg(), getW2(),
-                                 getB1(), getB2(), getActivation(),
-                                 /*hasExpertDim=*/true)) ||
-      failed(verifyTopK(op, getTopK(), e)) ||
+  if (failed(verifyRoutedLayer(*this)) ||
+      failed(verifyTopK(op, getTopK(), dimOf(getRouterWeight(), 1))) ||
       failed(verifyCapacityOptions(op, toDouble(getCapacityFactor()),
                                    getExpertCapacity(), getMinCapacity())))
     return failure();
@@ -236,39 +253,19 @@ LogicalResult TokenChoiceOp::verify() {
     return emitOpError("reroute_dropped is defined for top_k = 1 only, but "
                        "top_k = ")
            << getTopK();
-  if (failed(verifyNonNegative(op, "aux_loss_weight",
-                               getAuxLossWeight().convertToDouble())) ||
-      failed(verifyNonNegative(op, "z_loss_weight",
-                               getZLossWeight().convertToDouble())) ||
-      failed(verifyJitter(op, getJitter().convertToDouble())) ||
-      failed(verifySameType(op, "y", getY(), "x", getX())) ||
-      failed(verifyShape(op, "expert_counts", getExpertCounts(), {e}, "[E]")))
-    return failure();
-  return success();
+  return verifyNonNegative(op, "aux_loss_weight",
+                           getAuxLossWeight().convertToDouble());
 }
 
 LogicalResult ExpertChoiceOp::verify() {
-  Operation *op = getOperation();
-  int64_t d = dimOf(getX(), 2);
-  if (failed(verifyRouter(op, d, getRouterWeight(), getRouterBias())))
+  // The factor has a default here; an explicit capacity overrides it.
+  std::optional<double> factor;
+  if (!getExpertCapacity())
+    factor = getCapacityFactor().convertToDouble();
+  if (failed(verifyRoutedLayer(*this)))
     return failure();
-  int64_t e = dimOf(getRouterWeight(), 1);
-  if (failed(verifyExpertWeights(op, elementTypeOf(getX()), d, e,
-                                 "router_weight", getW1(), getWg(), getW2(),
-                                 getB1(), getB2(), getActivation(),
-                                 /*hasExpertDim=*/true)) ||
-      failed(verifyCapacityOptions(
-          op, getExpertCapacity() ? std::nullopt
-                                  : std::optional<double>(
-                                        getCapacityFactor().convertToDouble()),
-          getExpertCapacity(), getMinCapacity())) ||
-      failed(verifyNonNegative(op, "z_loss_weight",
-                               getZLossWeight().convertToDouble())) ||
-      failed(verifyJitter(op, getJitter().convertToDouble())) ||
-      failed(verifySameType(op, "y", getY(), "x", getX())) ||
-      failed(verifyShape(op, "expert_counts", getExpertCounts(), {e}, "[E]")))
-    return failure();
-  return success();
+  return verifyCapacityOptions(getOperation(), factor, getExpertCapacity(),
+                               getMinCapacity());
 }
 
 LogicalResult SoftMoEOp::verify() {
