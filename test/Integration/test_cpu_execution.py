@@ -365,3 +365,66 @@ def test_norm_and_residual(rng, tmp_path_factory, norm, kind):
 def test_biases(rng, tmp_path_factory):
     run_block(rng, tmp_path_factory, "moe", bias=True, router_bias=True, top_k=2)
     run_block(rng, tmp_path_factory, "expert_choice", bias=True, router_bias=True)
+
+
+# --- a model: a stack of blocks ----------------------------------------------
+
+TWO_BLOCKS = """
+func.func @block(%x: tensor<?x8x16xf32>, %n0: tensor<16xf32>, %f1: tensor<16x32xf32>,
+    %f2: tensor<32x16xf32>, %n1: tensor<16xf32>, %nb1: tensor<16xf32>, %wr: tensor<16x4xf32>,
+    %w1: tensor<4x16x32xf32>, %wg: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>)
+    -> tensor<?x8x16xf32> attributes {llvm.emit_c_interface} {
+  %a = moe.norm rms %x, %n0 : (tensor<?x8x16xf32>, tensor<16xf32>) -> tensor<?x8x16xf32>
+  %b = moe.ffn %a weights(w1 %f1 w2 %f2) {activation = #moe.activation<gelu>}
+      : (tensor<?x8x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>) -> tensor<?x8x16xf32>
+  %x1 = moe.residual %x, %b : tensor<?x8x16xf32>
+  %c = moe.norm layer %x1, %n1, %nb1
+      : (tensor<?x8x16xf32>, tensor<16xf32>, tensor<16xf32>) -> tensor<?x8x16xf32>
+  %r:7 = moe.token_choice %c router(%wr) experts(w1 %w1 wg %wg w2 %w2)
+      {activation = #moe.activation<swiglu>, top_k = 2 : i64, capacity_factor = 1.0 : f64}
+      : (tensor<?x8x16xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x16x32xf32>,
+         tensor<4x32x16xf32>)
+      -> (tensor<?x8x16xf32>, tensor<f32>, tensor<f32>, tensor<4xi64>, tensor<i64>,
+          tensor<i64>, tensor<i64>)
+  %x2 = moe.residual %x1, %r#0 : tensor<?x8x16xf32>
+  return %x2 : tensor<?x8x16xf32>
+}
+"""
+
+
+def test_two_block_model(rng, tmp_path_factory):
+    # A dense pre-RMS block then a pre-LayerNorm top-2 MoE block, against the
+    # reference's model_forward.
+    fn = compiled(TWO_BLOCKS, [(3, np.float32)], tmp_path_factory)
+    model = {"d_model": 16, "seq_len": 8, "dtype": "f32", "blocks": [
+        {"layer": "ffn", "norm": "rms", "activation": "gelu"},
+        {"layer": "moe", "norm": "layer", "activation": "swiglu", "top_k": 2,
+         "capacity_factor": 1.0}]}
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    for _ in range(50):
+        w = {"blocks.0.norm.weight": f32(rng.uniform(0.5, 1.5, 16)),
+             "blocks.0.ffn.w1": f32(rng.standard_normal((16, 32)) / 4),
+             "blocks.0.ffn.w2": f32(rng.standard_normal((32, 16)) / 6),
+             "blocks.1.norm.weight": f32(rng.uniform(0.5, 1.5, 16)),
+             "blocks.1.norm.bias": f32(rng.standard_normal(16) / 4),
+             "blocks.1.router.weight": f32(rng.standard_normal((16, 4)) / 4),
+             "blocks.1.experts.w1": f32(rng.standard_normal((4, 16, 32)) / 4),
+             "blocks.1.experts.wg": f32(rng.standard_normal((4, 16, 32)) / 4),
+             "blocks.1.experts.w2": f32(rng.standard_normal((4, 32, 16)) / 6)}
+        x = f32(rng.standard_normal((3, 8, 16)))
+        expected, stats = ref.model_forward(model, w, x)
+        # The MoE block routes the output of block 0: redraw near-ties there.
+        h1 = np.asarray(x, np.float64) + ref.ffn_layer(
+            ref.norm(x, "rms", w["blocks.0.norm.weight"]),
+            {k[len("blocks.0."):]: v for k, v in w.items() if k.startswith("blocks.0.")},
+            activation="gelu")
+        routed = ref.norm(h1, "layer", w["blocks.1.norm.weight"], w["blocks.1.norm.bias"])
+        if not near_tie(None, {"router.weight": w["blocks.1.router.weight"]}, "moe",
+                        {"top_k": 2}, routed):
+            break
+    names = ["blocks.0.norm.weight", "blocks.0.ffn.w1", "blocks.0.ffn.w2",
+             "blocks.1.norm.weight", "blocks.1.norm.bias", "blocks.1.router.weight",
+             "blocks.1.experts.w1", "blocks.1.experts.wg", "blocks.1.experts.w2"]
+    y, = fn(x, *[w[n] for n in names])
+    assert stats[1]["dropped"] > 0  # capacity 4 for 8 tokens x 2 choices
+    assert rel_error(y, expected) < TOLERANCE["f32"]
