@@ -23,19 +23,9 @@
 
 using namespace mlir;
 
-std::optional<switchyard::CPUStage>
-switchyard::parseCPUStage(llvm::StringRef name) {
-  return llvm::StringSwitch<std::optional<CPUStage>>(name)
-      .Case("routing", CPUStage::Routing)
-      .Case("linalg", CPUStage::Linalg)
-      .Case("loops", CPUStage::Loops)
-      .Case("llvm", CPUStage::LLVM)
-      .Default(std::nullopt);
-}
-
 void switchyard::buildCPUPipeline(OpPassManager &pm,
-                                  const CPUPipelineOptions &options,
-                                  CPUStage stage) {
+                                  const CPUPipelineOptions &options) {
+  CPUStage stage = options.stopAfter;
   // Layer level -> routing level.
   OpPassManager &funcPm = pm.nest<func::FuncOp>();
   funcPm.addPass(moe::createMoEDecompose());
@@ -97,13 +87,5 @@ void switchyard::registerPipelines() {
   PassPipelineRegistration<CPUPipelineOptions>(
       "switchyard-cpu-pipeline",
       "Compile the moe dialect (layer level) to the LLVM dialect for the CPU",
-      [](OpPassManager &pm, const CPUPipelineOptions &options) {
-        std::optional<CPUStage> stage = parseCPUStage(options.stopAfter);
-        // An unknown stage name compiles all the way and says so.
-        if (!stage)
-          llvm::errs() << "switchyard-cpu-pipeline: unknown stop-after '"
-                       << options.stopAfter
-                       << "' (expected routing, linalg, loops or llvm)\n";
-        buildCPUPipeline(pm, options, stage.value_or(CPUStage::LLVM));
-      });
+      buildCPUPipeline);
 }

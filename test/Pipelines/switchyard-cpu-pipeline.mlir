@@ -4,6 +4,7 @@
 // RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=loops' | FileCheck %s --check-prefix=LOOPS
 // RUN: moe-opt %s --switchyard-cpu-pipeline | FileCheck %s --check-prefix=LLVM
 // RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=linalg' --mlir-print-ir-after-all 2>&1 >/dev/null | FileCheck %s --check-prefix=AFTER
+// RUN: not moe-opt %s '--switchyard-cpu-pipeline=stop-after=bogus' 2>&1 | FileCheck %s --check-prefix=BAD
 
 // ROUTING-LABEL: func.func @block
 // ROUTING:       moe.router_logits
@@ -22,6 +23,8 @@
 // LLVM-LABEL: llvm.func @block
 // LLVM:       llvm.func @_mlir_ciface_block
 // LLVM-NOT:   moe.
+
+// BAD: for the --stop-after option: Cannot find option named 'bogus'!
 
 // AFTER: IR Dump After MoEDecompose
 // AFTER: IR Dump After Canonicalizer

@@ -31,19 +31,22 @@ struct CPUPipelineOptions
                         llvm::cl::desc("Run independent loops on OpenMP "
                                        "threads (scf.parallel -> omp)"),
                         llvm::cl::init(true)};
-  Option<std::string> stopAfter{
-      *this, "stop-after",
-      llvm::cl::desc("Stop at a stage: routing, linalg, loops or llvm"),
-      llvm::cl::init("llvm")};
+  Option<CPUStage> stopAfter{
+      *this, "stop-after", llvm::cl::desc("The stage to stop after"),
+      llvm::cl::init(CPUStage::LLVM),
+      llvm::cl::values(
+          clEnumValN(CPUStage::Routing, "routing",
+                     "the moe dialect, routing level"),
+          clEnumValN(CPUStage::Linalg, "linalg", "linalg on tensors"),
+          clEnumValN(CPUStage::Loops, "loops", "bufferized loops"),
+          clEnumValN(CPUStage::LLVM, "llvm", "the LLVM dialect"))};
 };
 
-/// Parses a stage name ("routing", "linalg", "loops", "llvm").
-std::optional<CPUStage> parseCPUStage(llvm::StringRef name);
-
 /// Adds the CPU pipeline, from the layer-level moe dialect down to the LLVM
-/// dialect (or `stage`), to `pm`, which must be anchored on builtin.module.
-void buildCPUPipeline(mlir::OpPassManager &pm, const CPUPipelineOptions &options,
-                      CPUStage stage);
+/// dialect (or the stage `options.stopAfter` names), to `pm`, which must be
+/// anchored on builtin.module.
+void buildCPUPipeline(mlir::OpPassManager &pm,
+                      const CPUPipelineOptions &options);
 
 /// Registers `switchyard-cpu-pipeline` with the global pass registry.
 void registerPipelines();
