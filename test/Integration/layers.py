@@ -9,7 +9,7 @@ results are. `random_weights` draws weights for it.
 import ml_dtypes
 import numpy as np
 
-from harness import tensor_type
+from harness import NUMPY_TYPES, tensor_type
 
 DTYPES = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f16": np.float16}
 GATED = ("swiglu", "geglu")
@@ -166,7 +166,6 @@ def build_block(kind, *, S, D, E=1, F, dtype="f32", batch=None,
     text = (f"func.func @block({', '.join(args)}) -> ({', '.join(result_mlir)})\n"
             f"    attributes {{llvm.emit_c_interface}} {{\n  {body}\n"
             f"  return {', '.join(outs)} : {', '.join(result_mlir)}\n}}\n")
-    from harness import NUMPY_TYPES
     return text, names, [(rank, NUMPY_TYPES[t]) for rank, t in result_types]
 
 

@@ -90,10 +90,8 @@ struct RouterProbsLowering : OpConversionPattern<moe::RouterProbsOp> {
         b, loc, ValueRange{z, max, sum}, init, {id, row, row, id},
         parallelIterators(3),
         [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          Value e = math::ExpOp::create(
-              nb, nloc, arith::SubFOp::create(nb, nloc, args[0], args[1]));
           linalg::YieldOp::create(
-              nb, nloc, ValueRange{arith::DivFOp::create(nb, nloc, e, args[2])});
+              nb, nloc, softmaxWeight(nb, nloc, args[0], args[1], args[2]));
         });
     b.replaceOp(op, p);
     return success();

@@ -119,10 +119,12 @@ struct SoftLogitsLowering : OpConversionPattern<moe::SoftLogitsOp> {
   }
 };
 
-/// exp(l - max) / sum.
-Value softmaxWeight(OpBuilder &b, Location loc, Value l, Value max, Value sum) {
-  Value e = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, l, max));
-  return arith::DivFOp::create(b, loc, e, sum);
+/// acc + softmax weight (from logit, max, sum) * f32(value): the body of
+/// both soft mixes, whose inputs are (logits, max, sum, values).
+Value accumulateWeighted(OpBuilder &b, Location loc, ValueRange in, Value acc) {
+  Value w = softmaxWeight(b, loc, in[0], in[1], in[2]);
+  Value v = convertScalar(b, loc, in[3], b.getF32Type());
+  return arith::AddFOp::create(b, loc, acc, arith::MulFOp::create(b, loc, w, v));
 }
 
 struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
@@ -153,13 +155,7 @@ struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
          AffineMap::get(5, 0, {d(1), d(4), d(3)}, ctx),
          AffineMap::get(5, 0, {d(0), d(1), d(2), d(3)}, ctx)},
         {kPar, kPar, kPar, kPar, kRed},
-        [&](OpBuilder &b, Location loc, ValueRange in, Value acc) {
-          Value w = softmaxWeight(b, loc, in[0], in[1], in[2]);
-          Value v = convertScalar(b, loc, in[3], b.getF32Type());
-          return arith::AddFOp::create(b, loc, acc,
-                                       arith::MulFOp::create(b, loc, w, v))
-              .getResult();
-        });
+        accumulateWeighted);
     b.replaceOp(op, truncateTo(b, loc, mixed, elementType(x)));
     return success();
   }
@@ -191,13 +187,7 @@ struct SoftCombineLowering : OpConversionPattern<moe::SoftCombineOp> {
          AffineMap::get(5, 0, {d(3), d(0), d(4), d(2)}, ctx),
          AffineMap::get(5, 0, {d(0), d(1), d(2)}, ctx)},
         {kPar, kPar, kPar, kRed, kRed},
-        [&](OpBuilder &b, Location loc, ValueRange in, Value acc) {
-          Value w = softmaxWeight(b, loc, in[0], in[1], in[2]);
-          Value v = convertScalar(b, loc, in[3], b.getF32Type());
-          return arith::AddFOp::create(b, loc, acc,
-                                       arith::MulFOp::create(b, loc, w, v))
-              .getResult();
-        });
+        accumulateWeighted);
     b.replaceOp(op, truncateTo(b, loc, mixed, elementType(slots)));
     return success();
   }

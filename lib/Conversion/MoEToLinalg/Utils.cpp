@@ -211,4 +211,9 @@ std::pair<Value, Value> softmaxStats(OpBuilder &b, Location loc, Value logits,
   return {max, sum};
 }
 
+Value softmaxWeight(OpBuilder &b, Location loc, Value l, Value max, Value sum) {
+  Value e = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, l, max));
+  return arith::DivFOp::create(b, loc, e, sum);
+}
+
 } // namespace switchyard::lowering

@@ -103,6 +103,10 @@ std::pair<mlir::Value, mlir::Value> softmaxStats(mlir::OpBuilder &b,
                                                  mlir::Value logits,
                                                  unsigned reducedDim);
 
+/// exp(l - max) / sum: one weight of a softmax from softmaxStats.
+mlir::Value softmaxWeight(mlir::OpBuilder &b, mlir::Location loc, mlir::Value l,
+                          mlir::Value max, mlir::Value sum);
+
 /// Iterator lists.
 llvm::SmallVector<mlir::utils::IteratorType> parallelIterators(unsigned n);
 

@@ -200,9 +200,8 @@ struct DecomposeExpertChoice : OpRewritePattern<ExpertChoiceOp> {
     auto xType = cast<RankedTensorType>(grouped.getType());
     int64_t numGroups = xType.getDimSize(0);
     // An explicit capacity overrides the factor (SEMANTICS.md section 4).
-    FloatAttr factor =
-        op.getExpertCapacity() ? FloatAttr() : op.getCapacityFactorAttr();
-    if (!op.getExpertCapacity() && !factor)
+    FloatAttr factor;
+    if (!op.getExpertCapacity())
       factor = b.getF64FloatAttr(op.getCapacityFactor().convertToDouble());
     Router router =
         buildRouter(b, loc, grouped, op, b.getI64IntegerAttr(1), factor);
