@@ -1,0 +1,95 @@
+//===- Compiler.h - From a model file to artifacts --------------*- C++ -*-===//
+//
+// Part of Switchyard. The steps `moec` runs, as a library so the Python
+// package runs the very same ones: load a model (YAML or .mlir), lower it
+// with the named pipeline, translate to LLVM IR with the runtime's entry
+// point and manifest, emit an object, link an executable or a library.
+// Failures are reported as MLIR diagnostics on the module's context.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SWITCHYARD_DRIVER_COMPILER_H
+#define SWITCHYARD_DRIVER_COMPILER_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <memory>
+#include <optional>
+
+namespace llvm {
+class LLVMContext;
+class Module;
+class SourceMgr;
+class TargetMachine;
+} // namespace llvm
+
+namespace mlir {
+class PassManager;
+} // namespace mlir
+
+namespace switchyard {
+
+/// Where the IR can be stopped, in pipeline order.
+enum class Stage {
+  Layer,   ///< the moe dialect, one op per block
+  Routing, ///< the moe dialect, routing level (moe-decompose)
+  Linalg,  ///< linalg/tensor/scf/arith/math on tensors
+  Loops,   ///< bufferized, lowered to loops
+  LLVM,    ///< the LLVM dialect
+};
+std::optional<Stage> parseStage(llvm::StringRef name);
+
+struct CompileOptions {
+  Stage stage = Stage::LLVM;
+  bool parallel = true;
+  unsigned optLevel = 3; ///< LLVM's -O level, 0 to 3
+};
+
+/// Loads the main buffer of `sourceMgr`: a YAML model description when its
+/// name ends in .yaml or .yml, else an MLIR module. Returns null after
+/// emitting diagnostics.
+mlir::OwningOpRef<mlir::ModuleOp> loadModel(llvm::SourceMgr &sourceMgr,
+                                            mlir::MLIRContext *context);
+
+/// Runs the CPU pipeline up to `options.stage`. `configure`, when given,
+/// sets up instrumentation (IR printing, timing) on the pass manager.
+mlir::LogicalResult
+lowerToStage(mlir::ModuleOp module, const CompileOptions &options,
+             llvm::function_ref<mlir::LogicalResult(mlir::PassManager &)>
+                 configure = {});
+
+/// A target machine for the host CPU (its SIMD features included).
+std::unique_ptr<llvm::TargetMachine> createHostTargetMachine(unsigned optLevel,
+                                                             std::string &error);
+
+/// Translates an LLVM-dialect module to LLVM IR, adds the runtime's entry
+/// point (`switchyard_entry`, calling `entry`'s C interface) and the
+/// manifest (`switchyard_manifest`), and optimizes it for `machine`.
+std::unique_ptr<llvm::Module>
+translateToLLVMIR(mlir::ModuleOp module, llvm::LLVMContext &llvmContext,
+                  llvm::StringRef entry, llvm::StringRef manifest,
+                  llvm::TargetMachine &machine, unsigned optLevel);
+
+/// Writes `module` as an object file.
+mlir::LogicalResult emitObjectFile(llvm::Module &module,
+                                   llvm::TargetMachine &machine,
+                                   llvm::StringRef path, mlir::Location loc);
+
+enum class ArtifactKind { Executable, SharedLibrary };
+
+/// Links `objectPath` with the runtime into an executable or a shared
+/// library. `sanitize` links the runtime built with AddressSanitizer and
+/// UndefinedBehaviorSanitizer instead.
+mlir::LogicalResult linkArtifact(llvm::StringRef objectPath,
+                                 llvm::StringRef output, ArtifactKind kind,
+                                 bool sanitize, mlir::Location loc);
+
+/// The C header of a shared library built from a model with `manifest`.
+std::string generateHeader(llvm::StringRef manifest);
+
+} // namespace switchyard
+
+#endif // SWITCHYARD_DRIVER_COMPILER_H

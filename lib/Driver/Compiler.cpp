@@ -1,0 +1,303 @@
+//===- Compiler.cpp - From a model file to artifacts ----------------------===//
+//
+// Part of Switchyard.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Driver/Compiler.h"
+
+#include "switchyard/Config.h"
+#include "switchyard/Frontend/Importer.h"
+#include "switchyard/Pipelines/Pipelines.h"
+
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
+
+#include <cstdlib>
+
+using namespace mlir;
+using namespace switchyard;
+
+std::optional<Stage> switchyard::parseStage(llvm::StringRef name) {
+  return llvm::StringSwitch<std::optional<Stage>>(name)
+      .Case("layer", Stage::Layer)
+      .Case("routing", Stage::Routing)
+      .Case("linalg", Stage::Linalg)
+      .Case("loops", Stage::Loops)
+      .Case("llvm", Stage::LLVM)
+      .Default(std::nullopt);
+}
+
+OwningOpRef<ModuleOp> switchyard::loadModel(llvm::SourceMgr &sourceMgr,
+                                            MLIRContext *context) {
+  const llvm::MemoryBuffer *buffer =
+      sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
+  llvm::StringRef name = buffer->getBufferIdentifier();
+  if (!name.ends_with(".yaml") && !name.ends_with(".yml"))
+    return parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(context));
+
+  llvm::Expected<ModelDescription> model =
+      parseModelDescription(buffer->getBuffer(), name);
+  if (!model) {
+    llvm::handleAllErrors(model.takeError(), [&](ModelDescriptionError &e) {
+      Location loc = e.line ? Location(FileLineColLoc::get(
+                                  context, name, e.line, e.column))
+                            : Location(FileLineColLoc::get(context, name, 1, 1));
+      emitError(loc) << e.message;
+    });
+    return nullptr;
+  }
+  OwningOpRef<ModuleOp> module = importModel(*model, context, name);
+  if (failed(module->verify()))
+    return nullptr;
+  return module;
+}
+
+LogicalResult switchyard::lowerToStage(
+    ModuleOp module, const CompileOptions &options,
+    llvm::function_ref<LogicalResult(PassManager &)> configure) {
+  if (options.stage == Stage::Layer)
+    return success();
+  PassManager pm(module->getContext());
+  if (configure && failed(configure(pm)))
+    return failure();
+  CPUPipelineOptions pipeline;
+  pipeline.parallel = options.parallel;
+  switch (options.stage) {
+  case Stage::Layer:
+  case Stage::Routing:
+    pipeline.stopAfter = CPUStage::Routing;
+    break;
+  case Stage::Linalg:
+    pipeline.stopAfter = CPUStage::Linalg;
+    break;
+  case Stage::Loops:
+    pipeline.stopAfter = CPUStage::Loops;
+    break;
+  case Stage::LLVM:
+    pipeline.stopAfter = CPUStage::LLVM;
+    break;
+  }
+  buildCPUPipeline(pm, pipeline);
+  return pm.run(module);
+}
+
+std::unique_ptr<llvm::TargetMachine>
+switchyard::createHostTargetMachine(unsigned optLevel, std::string &error) {
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  llvm::Triple triple(llvm::sys::getProcessTriple());
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return nullptr;
+  llvm::SubtargetFeatures features;
+  for (const auto &feature : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(feature.first(), feature.second);
+  llvm::CodeGenOptLevel level = optLevel == 0   ? llvm::CodeGenOptLevel::None
+                                : optLevel == 1 ? llvm::CodeGenOptLevel::Less
+                                : optLevel == 2
+                                    ? llvm::CodeGenOptLevel::Default
+                                    : llvm::CodeGenOptLevel::Aggressive;
+  std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
+      triple, llvm::sys::getHostCPUName(), features.getString(),
+      llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt, level));
+  if (!machine)
+    error = "cannot create a target machine for " + triple.str();
+  return machine;
+}
+
+std::unique_ptr<llvm::Module> switchyard::translateToLLVMIR(
+    ModuleOp module, llvm::LLVMContext &llvmContext, llvm::StringRef entry,
+    llvm::StringRef manifest, llvm::TargetMachine &machine,
+    unsigned optLevel) {
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(module, llvmContext, "switchyard");
+  if (!llvmModule) {
+    emitError(module.getLoc(), "cannot translate the module to LLVM IR");
+    return nullptr;
+  }
+  llvmModule->setDataLayout(machine.createDataLayout());
+  llvmModule->setTargetTriple(machine.getTargetTriple());
+
+  std::string cifaceName = ("_mlir_ciface_" + entry).str();
+  llvm::Function *ciface = llvmModule->getFunction(cifaceName);
+  if (!ciface || ciface->isDeclaration()) {
+    emitError(module.getLoc())
+        << "'" << entry << "' has no C interface ('" << cifaceName
+        << "'): the entry function needs the llvm.emit_c_interface attribute";
+    return nullptr;
+  }
+  // void switchyard_entry(void **args): args[i] is the i-th parameter of
+  // the C interface (the result struct first, then the descriptors).
+  auto *ptrType = llvm::PointerType::getUnqual(llvmContext);
+  auto *wrapper = llvm::Function::Create(
+      llvm::FunctionType::get(llvm::Type::getVoidTy(llvmContext), {ptrType},
+                              /*isVarArg=*/false),
+      llvm::GlobalValue::ExternalLinkage, "switchyard_entry", *llvmModule);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(llvmContext, "entry", wrapper));
+  llvm::SmallVector<llvm::Value *> args;
+  for (unsigned i = 0; i < ciface->arg_size(); ++i)
+    args.push_back(b.CreateLoad(
+        ptrType, b.CreateConstGEP1_64(ptrType, wrapper->getArg(0), i)));
+  b.CreateCall(ciface, args);
+  b.CreateRetVoid();
+
+  auto *text = llvm::ConstantDataArray::getString(llvmContext, manifest,
+                                                  /*AddNull=*/true);
+  new llvm::GlobalVariable(*llvmModule, text->getType(), /*isConstant=*/true,
+                           llvm::GlobalValue::ExternalLinkage, text,
+                           "switchyard_manifest");
+  // Only the runtime's C API is exported from a shared library; the model's
+  // own symbols stay inside it.
+  for (llvm::GlobalValue &global : llvmModule->global_values())
+    if (!global.isDeclaration())
+      global.setVisibility(llvm::GlobalValue::HiddenVisibility);
+
+  auto optimize = makeOptimizingTransformer(optLevel, /*sizeLevel=*/0, &machine);
+  if (llvm::Error e = optimize(llvmModule.get())) {
+    emitError(module.getLoc()) << "LLVM optimization failed: "
+                               << llvm::toString(std::move(e));
+    return nullptr;
+  }
+  return llvmModule;
+}
+
+LogicalResult switchyard::emitObjectFile(llvm::Module &module,
+                                         llvm::TargetMachine &machine,
+                                         llvm::StringRef path, Location loc) {
+  std::error_code ec;
+  llvm::ToolOutputFile out(path, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return emitError(loc) << "cannot write '" << path << "': " << ec.message();
+  llvm::legacy::PassManager pm;
+  if (machine.addPassesToEmitFile(pm, out.os(), nullptr,
+                                  llvm::CodeGenFileType::ObjectFile))
+    return emitError(loc) << "the target cannot emit object files";
+  pm.run(module);
+  out.os().flush();
+  if (out.os().has_error())
+    return emitError(loc) << "cannot write '" << path << "'";
+  out.keep();
+  return success();
+}
+
+/// Where the runtime archives are: $SWITCHYARD_RUNTIME_DIR, else the build
+/// tree this compiler came from.
+static std::string runtimeDir() {
+  if (const char *dir = std::getenv("SWITCHYARD_RUNTIME_DIR"))
+    return dir;
+  return SWITCHYARD_RUNTIME_DIR;
+}
+
+LogicalResult switchyard::linkArtifact(llvm::StringRef objectPath,
+                                       llvm::StringRef output,
+                                       ArtifactKind kind, bool sanitize,
+                                       Location loc) {
+  llvm::ErrorOr<std::string> linker =
+      llvm::sys::findProgramByName(SWITCHYARD_CLANGXX);
+  if (!linker)
+    return emitError(loc) << "cannot find the linker driver '"
+                          << SWITCHYARD_CLANGXX << "' (install clang-22)";
+  std::string dir = runtimeDir();
+  std::string suffix = sanitize ? "Sanitized" : "";
+  auto archive = [&](llvm::StringRef name) {
+    llvm::SmallString<256> path(dir);
+    llvm::sys::path::append(path, "lib" + name + suffix + ".a");
+    return std::string(path);
+  };
+  std::string runtime = archive("SwitchyardRuntime");
+  std::string mainArchive = archive("SwitchyardRuntimeMain");
+  for (const std::string &path : {runtime, mainArchive})
+    if (!llvm::sys::fs::exists(path))
+      return emitError(loc) << "the runtime library '" << path
+                            << "' is missing (build the project, or point "
+                               "SWITCHYARD_RUNTIME_DIR at it)";
+  std::string support = std::string(SWITCHYARD_LLVM_LIBRARY_DIR) +
+                        "/libLLVMSupport.a";
+  std::string demangle = std::string(SWITCHYARD_LLVM_LIBRARY_DIR) +
+                         "/libLLVMDemangle.a";
+
+  std::vector<std::string> args{*linker, "-o", output.str(),
+                                objectPath.str()};
+  if (kind == ArtifactKind::Executable) {
+    args.push_back(mainArchive);
+    args.push_back(runtime);
+  } else {
+    args.push_back("-shared");
+    // Every sy_* function, even those the model object does not call.
+    args.push_back("-Wl,--whole-archive");
+    args.push_back(runtime);
+    args.push_back("-Wl,--no-whole-archive");
+    args.push_back("-Wl,--exclude-libs,libLLVMSupport.a:libLLVMDemangle.a");
+  }
+  for (const char *arg : {"-fopenmp", "-lm", "-lpthread"})
+    args.push_back(arg);
+  args.push_back(support);
+  args.push_back(demangle);
+  if (sanitize)
+    args.push_back("-fsanitize=address,undefined");
+
+  llvm::SmallString<128> errFile;
+  if (std::error_code ec =
+          llvm::sys::fs::createTemporaryFile("moec-link", "txt", errFile))
+    return emitError(loc) << "cannot create a temporary file: "
+                          << ec.message();
+  llvm::SmallVector<llvm::StringRef> argRefs(args.begin(), args.end());
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, errFile.str(),
+                                                errFile.str()};
+  std::string execError;
+  int rc = llvm::sys::ExecuteAndWait(*linker, argRefs, std::nullopt, redirects,
+                                     0, 0, &execError);
+  auto log = llvm::MemoryBuffer::getFile(errFile);
+  llvm::sys::fs::remove(errFile);
+  if (rc != 0) {
+    llvm::sys::fs::remove(output);
+    InFlightDiagnostic diag = emitError(loc) << "linking '" << output
+                                             << "' failed";
+    if (!execError.empty())
+      diag << ": " << execError;
+    if (log && !(*log)->getBuffer().empty())
+      diag << ":\n" << (*log)->getBuffer().rtrim();
+    diag << "\ncommand: " << llvm::join(args, " ");
+    return failure();
+  }
+  return success();
+}
+
+std::string switchyard::generateHeader(llvm::StringRef manifest) {
+  static const char kRuntimeHeader[] =
+#include "switchyard/RuntimeHeader.inc"
+      ;
+  std::string out = "/* Generated by moec: the C API of one compiled model.\n"
+                    " * Its manifest (docs/Artifacts.md):\n * ";
+  for (char c : manifest) {
+    out += c;
+    if (c == '\n')
+      out += " * ";
+  }
+  // Keep "*/" out of the comment even if a name holds it.
+  size_t at;
+  while ((at = out.find("*/", 60)) != std::string::npos)
+    out.replace(at, 2, "* /");
+  out += "\n */\n\n";
+  out += kRuntimeHeader;
+  return out;
+}

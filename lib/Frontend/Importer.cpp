@@ -1,0 +1,310 @@
+//===- Importer.cpp - Model descriptions to the moe dialect ---------------===//
+//
+// Part of Switchyard.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Frontend/Importer.h"
+
+#include "switchyard/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/JSON.h"
+
+using namespace mlir;
+using namespace switchyard;
+
+static Type elementType(MLIRContext *ctx, llvm::StringRef dtype) {
+  if (dtype == "bf16")
+    return BFloat16Type::get(ctx);
+  if (dtype == "f16")
+    return Float16Type::get(ctx);
+  return Float32Type::get(ctx);
+}
+
+namespace {
+/// The statistics results of each routed layer, in the layer op's result
+/// order (result 0, y, is the block output).
+const char *const kTokenChoiceStats[] = {"aux_loss", "z_loss", "expert_counts",
+                                         "dropped", "unrouted", "capacity"};
+const char *const kExpertChoiceStats[] = {"z_loss", "expert_counts",
+                                          "unrouted", "capacity"};
+} // namespace
+
+OwningOpRef<ModuleOp> switchyard::importModel(const ModelDescription &model,
+                                              MLIRContext *ctx,
+                                              llvm::StringRef bufferName) {
+  ctx->loadDialect<func::FuncDialect, moe::MoEDialect>();
+  OpBuilder b(ctx);
+  Location fileLoc = FileLineColLoc::get(ctx, bufferName, 1, 1);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  (*module)->setAttr(kModelNameAttrName, b.getStringAttr(model.name));
+
+  Type elt = elementType(ctx, model.dtype);
+  auto xType = RankedTensorType::get(
+      {ShapedType::kDynamic, model.seqLen, model.dModel}, elt);
+  std::vector<WeightSpec> specs = getWeightSpecs(model);
+  SmallVector<Type> argTypes{xType};
+  for (const WeightSpec &w : specs)
+    argTypes.push_back(
+        RankedTensorType::get(w.shape, elementType(ctx, w.dtype)));
+
+  // The function type's results are known only once the blocks are built;
+  // start with none and fix the type at the end.
+  b.setInsertionPointToEnd(module->getBody());
+  auto fn = func::FuncOp::create(b, fileLoc, "forward",
+                                 b.getFunctionType(argTypes, {}));
+  fn->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  for (auto [i, w] : llvm::enumerate(specs))
+    fn.setArgAttr(i + 1, kWeightAttrName, b.getStringAttr(w.name));
+  Block *body = fn.addEntryBlock();
+  b.setInsertionPointToStart(body);
+
+  llvm::StringMap<Value> weights;
+  for (auto [i, w] : llvm::enumerate(specs))
+    weights[w.name] = body->getArgument(i + 1);
+
+  Value x = body->getArgument(0);
+  SmallVector<Value> results{Value()};
+  SmallVector<std::string> resultNames{"y"};
+  auto f64 = [&](double v) { return b.getF64FloatAttr(v); };
+  for (auto [i, block] : llvm::enumerate(model.blocks)) {
+    Location loc = FileLineColLoc::get(ctx, bufferName, block.line, 1);
+    std::string prefix = "blocks." + std::to_string(i) + ".";
+    auto weight = [&](llvm::StringRef name) -> Value {
+      return weights.lookup(prefix + name.str());
+    };
+    Value h = x;
+    if (block.norm != "none") {
+      auto kind = *moe::symbolizeNormKind(block.norm);
+      h = moe::NormOp::create(b, loc, xType, kind, h, weight("norm.weight"),
+                              weight("norm.bias"));
+    }
+    auto act = moe::ActivationAttr::get(
+        ctx, *moe::symbolizeActivation(block.activation));
+    auto group = moe::GroupingAttr::get(ctx, *moe::symbolizeGrouping(block.group));
+    llvm::StringRef mlp = block.layer == "ffn" ? "ffn." : "experts.";
+    Value w1 = weight(mlp.str() + "w1"), wg = weight(mlp.str() + "wg"),
+          w2 = weight(mlp.str() + "w2"), b1 = weight(mlp.str() + "b1"),
+          b2 = weight(mlp.str() + "b2");
+    auto i64 = [&](int64_t v) { return b.getI64IntegerAttr(v); };
+    // An explicit capacity overrides the factor (SEMANTICS.md, section 3).
+    FloatAttr cf = block.capacityFactor && !block.expertCapacity
+                       ? f64(*block.capacityFactor)
+                       : FloatAttr();
+    IntegerAttr capacity =
+        block.expertCapacity ? i64(*block.expertCapacity) : IntegerAttr();
+    Value y;
+    ArrayRef<const char *> statNames;
+    Operation *layer = nullptr;
+    if (block.layer == "moe") {
+      auto scalarF32 = RankedTensorType::get({}, b.getF32Type());
+      auto scalarI64 = RankedTensorType::get({}, b.getI64Type());
+      auto counts = RankedTensorType::get({block.experts}, b.getI64Type());
+      auto op = moe::TokenChoiceOp::create(
+          b, loc, xType, scalarF32, scalarF32, counts, scalarI64, scalarI64,
+          scalarI64, h, weight("router.weight"), weight("router.bias"), w1,
+          wg, w2, b1, b2, act, i64(block.topK), cf, capacity,
+          i64(block.minCapacity),
+          block.normalizeGates ? b.getUnitAttr() : UnitAttr(),
+          moe::PriorityAttr::get(ctx, *moe::symbolizePriority(block.priority)),
+          block.rerouteDropped ? b.getUnitAttr() : UnitAttr(), group,
+          f64(block.auxLossWeight), f64(block.zLossWeight), f64(0.0));
+      layer = op;
+      statNames = kTokenChoiceStats;
+    } else if (block.layer == "expert_choice") {
+      auto scalarF32 = RankedTensorType::get({}, b.getF32Type());
+      auto scalarI64 = RankedTensorType::get({}, b.getI64Type());
+      auto counts = RankedTensorType::get({block.experts}, b.getI64Type());
+      // The factor attribute is required; with an explicit capacity it is
+      // unused, so keep the default.
+      auto op = moe::ExpertChoiceOp::create(
+          b, loc, xType, scalarF32, counts, scalarI64, scalarI64, h,
+          weight("router.weight"), weight("router.bias"), w1, wg, w2, b1, b2,
+          act, cf ? cf : FloatAttr(), capacity, i64(block.minCapacity), group,
+          f64(block.zLossWeight), f64(0.0));
+      layer = op;
+      statNames = kExpertChoiceStats;
+    } else if (block.layer == "soft_moe") {
+      layer = moe::SoftMoEOp::create(
+          b, loc, xType, h, weight("soft.phi"), weight("soft.scale"), w1, wg,
+          w2, b1, b2, act, i64(block.slotsPerExpert),
+          b.getBoolAttr(block.normalize), group, f64(0.0));
+    } else {
+      layer = moe::FFNOp::create(b, loc, xType, h, w1, wg, w2, b1, b2, act);
+    }
+    y = layer->getResult(0);
+    for (auto [j, name] : llvm::enumerate(statNames)) {
+      results.push_back(layer->getResult(j + 1));
+      resultNames.push_back(prefix + name);
+    }
+    x = block.residual ? moe::ResidualOp::create(b, loc, x, y).getResult() : y;
+  }
+  results[0] = x;
+  func::ReturnOp::create(b, fileLoc, results);
+  fn.setType(b.getFunctionType(argTypes, ValueRange(results).getTypes()));
+  for (auto [i, name] : llvm::enumerate(resultNames))
+    fn.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
+  return module;
+}
+
+func::FuncOp switchyard::getEntryFunction(ModuleOp module) {
+  func::FuncOp only;
+  unsigned publicCount = 0;
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    if (fn.getName() == "forward" && !fn.isExternal())
+      return fn;
+    if (fn.isPublic() && !fn.isExternal()) {
+      only = fn;
+      ++publicCount;
+    }
+  }
+  if (publicCount == 1)
+    return only;
+  module.emitError("no entry function: expected a function named 'forward' "
+                   "or exactly one public function (found ")
+      << publicCount << ")";
+  return nullptr;
+}
+
+static std::string dtypeName(Type t) {
+  if (t.isF32())
+    return "f32";
+  if (t.isBF16())
+    return "bf16";
+  if (t.isF16())
+    return "f16";
+  if (t.isInteger(64))
+    return "i64";
+  return "";
+}
+
+FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
+  FunctionType type = entry.getFunctionType();
+  auto fail = [&](const Twine &msg) -> FailureOr<std::string> {
+    entry.emitError("cannot build an artifact from '")
+        << entry.getName() << "': " << msg;
+    return failure();
+  };
+  if (type.getNumInputs() < 1 || type.getNumResults() < 1)
+    return fail("it must take the input x and return the output y first");
+  auto xType = dyn_cast<RankedTensorType>(type.getInput(0));
+  if (!xType || xType.getRank() != 3 || xType.isDynamicDim(1) ||
+      xType.isDynamicDim(2) || dtypeName(xType.getElementType()).empty() ||
+      xType.getElementType().isInteger(64))
+    return fail("argument 0 must be a float tensor<BxSxD> with static S and D");
+  if (type.getResult(0) != xType)
+    return fail("result 0 must have the type of argument 0");
+
+  llvm::json::Array weights;
+  for (unsigned i = 1; i < type.getNumInputs(); ++i) {
+    auto t = dyn_cast<RankedTensorType>(type.getInput(i));
+    if (!t || !t.hasStaticShape() || dtypeName(t.getElementType()).empty() ||
+        t.getElementType().isInteger(64))
+      return fail("argument " + Twine(i) +
+                  " must be a statically shaped f32, bf16 or f16 tensor");
+    auto name = entry.getArgAttrOfType<StringAttr>(i, kWeightAttrName);
+    llvm::json::Array shape;
+    for (int64_t d : t.getShape())
+      shape.push_back(d);
+    weights.push_back(llvm::json::Object{
+        {"name", name ? name.str() : "arg" + std::to_string(i)},
+        {"shape", std::move(shape)},
+        {"dtype", dtypeName(t.getElementType())}});
+  }
+
+  // Blocks are the layer ops in program order.
+  llvm::DenseMap<Operation *, unsigned> blockIndex;
+  llvm::json::Array blocks;
+  entry.walk([&](Operation *op) {
+    auto describe = [&](llvm::StringRef kind, Value w1, Value wg,
+                        int64_t experts, int64_t slots, llvm::StringRef group) {
+      auto w1Type = cast<RankedTensorType>(w1.getType());
+      blockIndex[op] = blocks.size();
+      blocks.push_back(llvm::json::Object{
+          {"kind", kind},
+          {"d_ff", w1Type.getShape().back()},
+          {"experts", experts},
+          {"slots_per_expert", slots},
+          {"gated", static_cast<bool>(wg)},
+          {"group", group}});
+    };
+    llvm::TypeSwitch<Operation *>(op)
+        .Case([&](moe::TokenChoiceOp op) {
+          describe("moe", op.getW1(), op.getWg(),
+                   op.getRouterWeight().getType().getShape()[1], 1,
+                   moe::stringifyGrouping(op.getGroup()));
+          blocks.back().getAsObject()->insert({"top_k", op.getTopK()});
+        })
+        .Case([&](moe::ExpertChoiceOp op) {
+          describe("expert_choice", op.getW1(), op.getWg(),
+                   op.getRouterWeight().getType().getShape()[1], 1,
+                   moe::stringifyGrouping(op.getGroup()));
+        })
+        .Case([&](moe::SoftMoEOp op) {
+          int64_t slots = op.getSlotsPerExpert();
+          int64_t n = op.getPhi().getType().getShape()[1] / slots;
+          describe("soft_moe", op.getW1(), op.getWg(), n, slots,
+                   moe::stringifyGrouping(op.getGroup()));
+        })
+        .Case([&](moe::FFNOp op) {
+          describe("ffn", op.getW1(), op.getWg(), 1, 1, "sequence");
+        });
+  });
+
+  llvm::json::Array results;
+  auto ret = cast<func::ReturnOp>(entry.getBody().back().getTerminator());
+  for (unsigned i = 0; i < type.getNumResults(); ++i) {
+    auto t = dyn_cast<RankedTensorType>(type.getResult(i));
+    if (!t || dtypeName(t.getElementType()).empty() ||
+        (i > 0 && !t.hasStaticShape()))
+      return fail("result " + Twine(i) +
+                  " must be a ranked tensor of f32, bf16, f16 or i64");
+    llvm::json::Object result{{"rank", t.getRank()},
+                              {"dtype", dtypeName(t.getElementType())}};
+    std::string name = i == 0 ? "y" : "result" + std::to_string(i);
+    if (auto attr = entry.getResultAttrOfType<StringAttr>(i, kResultAttrName))
+      name = attr.str();
+    // Statistics of a layer: name them after the layer op's result.
+    if (i > 0)
+      if (auto def = ret.getOperand(i).getDefiningOp();
+          def && blockIndex.count(def)) {
+        unsigned index = cast<OpResult>(ret.getOperand(i)).getResultNumber();
+        llvm::StringRef stat =
+            isa<moe::TokenChoiceOp>(def)
+                ? llvm::ArrayRef(kTokenChoiceStats)[index - 1]
+                : llvm::ArrayRef(kExpertChoiceStats)[index - 1];
+        result.insert({"block", blockIndex[def]});
+        result.insert({"stat", stat});
+        name = "blocks." + std::to_string(blockIndex[def]) + "." + stat.str();
+      }
+    result.insert({"name", name});
+    llvm::json::Array shape;
+    for (int64_t d : t.getShape())
+      shape.push_back(d);
+    result.insert({"shape", std::move(shape)});
+    results.push_back(std::move(result));
+  }
+
+  auto module = entry->getParentOfType<ModuleOp>();
+  auto modelName = module->getAttrOfType<StringAttr>(kModelNameAttrName);
+  llvm::json::Object manifest{
+      {"format", 1},
+      {"name", modelName ? modelName.str() : entry.getName().str()},
+      {"entry", entry.getName()},
+      {"dtype", dtypeName(xType.getElementType())},
+      {"seq_len", xType.getDimSize(1)},
+      {"d_model", xType.getDimSize(2)},
+      {"batch", xType.isDynamicDim(0) ? int64_t(-1) : xType.getDimSize(0)},
+      {"weights", std::move(weights)},
+      {"results", std::move(results)},
+      {"blocks", std::move(blocks)}};
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::json::Value(std::move(manifest));
+  return text;
+}

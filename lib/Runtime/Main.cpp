@@ -1,0 +1,393 @@
+//===- Main.cpp - The main() of a model executable ------------------------===//
+//
+// Part of Switchyard's runtime: what `moec --emit=exe` links in front of the
+// compiled model. Usage (docs/Artifacts.md):
+//
+//   OUT [--weights W.safetensors | --seed N] [--save-weights W]
+//       [--input x.npy | --batch B] [--output y.npy] [--stats stats.json]
+//       [--bench N] [--threads N]
+//
+// Every failure prints one message naming the file and the problem and
+// exits with status 1 (2 for a bad command line); output files are written
+// only after the run succeeded, through a temporary file and a rename.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard-c/Runtime.h"
+
+#include "Formats.h"
+#include "Model.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+extern "C" void omp_set_num_threads(int);
+// Defined by the object moec compiles (docs/Artifacts.md).
+extern "C" const char switchyard_manifest[];
+
+using namespace llvm;
+using namespace switchyard::runtime;
+
+namespace {
+struct Options {
+  std::string weights, saveWeights, input, output, stats;
+  uint64_t seed = 0;
+  int64_t batch = 1, bench = 0, threads = 0;
+  bool haveSeed = false, haveBatch = false;
+};
+
+const char *program = "model";
+
+[[noreturn]] void die(const Twine &msg, int code = 1) {
+  errs() << program << ": error: " << msg << "\n";
+  std::exit(code);
+}
+
+void usage(raw_ostream &os) {
+  os << "usage: " << program
+     << " [--weights W.safetensors | --seed N] [--save-weights W]\n"
+        "       [--input x.npy | --batch B] [--output y.npy] "
+        "[--stats stats.json]\n"
+        "       [--bench N] [--threads N]\n"
+        "Runs the compiled model once on the input (or a seeded random input "
+        "of\nB sequences) and prints a summary of the output and the "
+        "statistics.\n";
+}
+
+Options parseArgs(int argc, char **argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    StringRef arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      usage(outs());
+      std::exit(0);
+    }
+    std::string value;
+    StringRef name = arg;
+    if (auto [n, v] = arg.split('='); n != arg && n.starts_with("--")) {
+      name = n;
+      value = v.str();
+    } else if (arg.starts_with("--")) {
+      if (i + 1 >= argc)
+        die("option '" + arg + "' needs a value (see --help)", 2);
+      value = argv[++i];
+    } else {
+      die("unexpected argument '" + arg + "' (see --help)", 2);
+    }
+    auto integer = [&](int64_t min) {
+      int64_t v;
+      if (StringRef(value).getAsInteger(10, v) || v < min)
+        die("option '" + name + "' needs an integer >= " + Twine(min) +
+                ", got '" + value + "'",
+            2);
+      return v;
+    };
+    if (name == "--weights")
+      o.weights = value;
+    else if (name == "--save-weights")
+      o.saveWeights = value;
+    else if (name == "--input")
+      o.input = value;
+    else if (name == "--output")
+      o.output = value;
+    else if (name == "--stats")
+      o.stats = value;
+    else if (name == "--seed") {
+      o.seed = uint64_t(integer(0));
+      o.haveSeed = true;
+    } else if (name == "--batch") {
+      o.batch = integer(1);
+      o.haveBatch = true;
+    } else if (name == "--bench")
+      o.bench = integer(1);
+    else if (name == "--threads")
+      o.threads = integer(1);
+    else
+      die("unknown option '" + name + "' (see --help)", 2);
+  }
+  if (!o.weights.empty() && o.haveSeed)
+    die("--weights and --seed exclude each other: the seed draws random "
+        "weights",
+        2);
+  if (!o.input.empty() && o.haveBatch)
+    die("--input and --batch exclude each other: the input's shape gives the "
+        "batch",
+        2);
+  return o;
+}
+
+/// The input as the model's dtype: f32 files convert to bf16/f16 models.
+std::vector<char> loadInput(const Options &o, const Manifest &m,
+                            int64_t &batch) {
+  Expected<NpyArray> array = readNpy(o.input);
+  if (!array)
+    die(toString(array.takeError()));
+  const TensorView &v = array->view;
+  auto shapeText = [](ArrayRef<int64_t> s) {
+    std::string t = "[";
+    for (auto [i, d] : llvm::enumerate(s))
+      t += (i ? ", " : "") + std::to_string(d);
+    return t + "]";
+  };
+  if (v.shape.size() != 3 || v.shape[1] != m.seqLen || v.shape[2] != m.dModel ||
+      v.shape[0] < 1)
+    die("'" + o.input + "': input has shape " + shapeText(v.shape) +
+        ", expected [B, " + Twine(m.seqLen) + ", " + Twine(m.dModel) +
+        "] with B >= 1");
+  batch = v.shape[0];
+  int64_t count = batch * m.seqLen * m.dModel;
+  std::vector<char> out(count * dtypeSize(m.dtype));
+  if (v.dtype == m.dtype) {
+    std::memcpy(out.data(), v.data, out.size());
+    return out;
+  }
+  if (v.dtype != DType::F32)
+    die("'" + o.input + "': input has dtype '" + array->descr +
+        "', expected float32 ('<f4') or the model's " + dtypeName(m.dtype));
+  for (int64_t i = 0; i < count; ++i) {
+    float f;
+    std::memcpy(&f, v.data + 4 * i, 4);
+    uint16_t h = m.dtype == DType::BF16 ? floatToBF16(f) : floatToF16(f);
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+float elementAsFloat(const char *data, DType t, int64_t i) {
+  uint16_t h;
+  float f;
+  switch (t) {
+  case DType::F32:
+    std::memcpy(&f, data + 4 * i, 4);
+    return f;
+  case DType::BF16:
+    std::memcpy(&h, data + 2 * i, 2);
+    return bf16ToFloat(h);
+  case DType::F16:
+    std::memcpy(&h, data + 2 * i, 2);
+    return f16ToFloat(h);
+  case DType::I64:
+    break;
+  }
+  return NAN;
+}
+
+void writeStats(raw_ostream &os, const Manifest &m, const RunStats &stats,
+                int64_t batch) {
+  json::OStream j(os, 2);
+  j.object([&] {
+    j.attribute("model", m.name);
+    j.attribute("batch", batch);
+    j.attributeArray("blocks", [&] {
+      for (size_t i = 0; i < stats.blocks.size(); ++i) {
+        const BlockStats &b = stats.blocks[i];
+        j.object([&] {
+          j.attribute("block", int64_t(i));
+          j.attribute("kind", b.kind);
+          if (!b.routed)
+            return;
+          auto number = [&](StringRef key, double v) {
+            if (std::isfinite(v))
+              j.attribute(key, v);
+            else
+              j.attribute(key, nullptr); // JSON has no NaN
+          };
+          if (b.capacity >= 0)
+            j.attribute("capacity", b.capacity);
+          if (b.kind == "moe")
+            number("aux_loss", b.auxLoss);
+          number("z_loss", b.zLoss);
+          j.attributeArray("expert_counts", [&] {
+            for (int64_t c : b.expertCounts)
+              j.value(c);
+          });
+          if (b.dropped >= 0)
+            j.attribute("dropped", b.dropped);
+          if (b.unrouted >= 0)
+            j.attribute("unrouted", b.unrouted);
+        });
+      }
+    });
+  });
+  os << "\n";
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  program = argc > 0 ? argv[0] : "model";
+  Options o = parseArgs(argc, argv);
+  if (o.threads > 0)
+    omp_set_num_threads(int(o.threads));
+
+  // Refuse unwritable outputs before any work.
+  for (const std::string *path : {&o.output, &o.stats, &o.saveWeights})
+    if (!path->empty())
+      if (Error e = checkWritable(*path))
+        die(toString(std::move(e)));
+
+  sy_model *model = nullptr;
+  char *message = nullptr;
+  sy_status status =
+      o.weights.empty()
+          ? sy_model_create_random(o.seed, &model, &message)
+          : sy_model_create_from_file(o.weights.c_str(), &model, &message);
+  if (status != SY_OK)
+    die(message ? message : "cannot create the model");
+  // Shapes and names for the input, the output and the summary.
+  auto manifest = Manifest::parse(switchyard_manifest);
+  if (!manifest)
+    die(toString(manifest.takeError()));
+  const Manifest &m = *manifest;
+
+  int64_t batch = o.batch;
+  if (m.batch >= 0 && !o.haveBatch)
+    batch = m.batch;
+  std::vector<char> input;
+  if (!o.input.empty()) {
+    input = loadInput(o, m, batch);
+  } else {
+    int64_t count = batch * m.seqLen * m.dModel;
+    input.resize(count * dtypeSize(m.dtype));
+    fillNormal(input.data(), m.dtype, count, o.seed, xxh3_64bits("input"), 0,
+               1);
+  }
+  std::vector<char> output(input.size());
+
+  sy_stats *stats = sy_stats_create(model);
+  auto runOnce = [&] {
+    if (sy_model_run(model, batch, input.data(), output.data(), stats,
+                     &message) != SY_OK)
+      die(message ? message : "the run failed");
+  };
+  auto start = std::chrono::steady_clock::now();
+  runOnce();
+  double firstMs = std::chrono::duration<double, std::milli>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+  double flops = sy_model_useful_flops(model, batch, stats);
+
+  std::vector<double> times;
+  for (int64_t i = 0; i < o.bench; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    runOnce();
+    times.push_back(std::chrono::duration<double, std::milli>(
+                        std::chrono::steady_clock::now() - t0)
+                        .count());
+  }
+
+  // Outputs, only now that everything succeeded.
+  if (!o.saveWeights.empty() &&
+      sy_model_save_weights(model, o.saveWeights.c_str(), &message) != SY_OK)
+    die(message);
+  int64_t count = batch * m.seqLen * m.dModel;
+  if (!o.output.empty()) {
+    // numpy has no bf16: bf16 outputs are widened to f32 (exactly).
+    std::vector<char> widened;
+    TensorView view{m.dtype, {batch, m.seqLen, m.dModel}, output.data(),
+                    output.size()};
+    if (m.dtype == DType::BF16) {
+      widened.resize(count * 4);
+      for (int64_t i = 0; i < count; ++i) {
+        float f = elementAsFloat(output.data(), m.dtype, i);
+        std::memcpy(widened.data() + 4 * i, &f, 4);
+      }
+      view = {DType::F32, view.shape, widened.data(), widened.size()};
+    }
+    if (Error e = writeNpy(o.output, view))
+      die(toString(std::move(e)));
+  }
+  // Read the stats back through the C API's view of this run.
+  RunStats runStats;
+  for (int64_t b = 0; b < sy_stats_num_blocks(stats); ++b) {
+    sy_block_stats s;
+    if (sy_stats_get(stats, b, &s, &message) != SY_OK)
+      die(message);
+    BlockStats bs;
+    bs.kind = s.kind;
+    bs.routed = s.routed;
+    bs.capacity = s.capacity;
+    bs.auxLoss = s.aux_loss;
+    bs.zLoss = s.z_loss;
+    bs.dropped = s.dropped;
+    bs.unrouted = s.unrouted;
+    if (s.expert_counts)
+      bs.expertCounts.assign(s.expert_counts, s.expert_counts + s.num_experts);
+    runStats.blocks.push_back(std::move(bs));
+  }
+  if (!o.stats.empty()) {
+    std::string text;
+    raw_string_ostream os(text);
+    writeStats(os, m, runStats, batch);
+    if (Error e = writeFileAtomically(o.stats, {text}))
+      die(toString(std::move(e)));
+  }
+
+  // The summary.
+  double sum = 0, sumSq = 0, lo = INFINITY, hi = -INFINITY;
+  int64_t nonFinite = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    float f = elementAsFloat(output.data(), m.dtype, i);
+    if (!std::isfinite(f)) {
+      ++nonFinite;
+      continue;
+    }
+    sum += f;
+    sumSq += double(f) * f;
+    lo = std::min<double>(lo, f);
+    hi = std::max<double>(hi, f);
+  }
+  int64_t finite = count - nonFinite;
+  double mean = finite ? sum / finite : NAN;
+  double std = finite ? std::sqrt(std::max(0.0, sumSq / finite - mean * mean))
+                      : NAN;
+  outs() << format("%s: y [%lld, %lld, %lld] %s: mean %.6g, std %.6g, "
+                   "min %.6g, max %.6g, %lld non-finite\n",
+                   m.name.c_str(), (long long)batch, (long long)m.seqLen,
+                   (long long)m.dModel, dtypeName(m.dtype).data(), mean, std,
+                   lo, hi, (long long)nonFinite);
+  for (auto [i, b] : llvm::enumerate(runStats.blocks)) {
+    outs() << format("  block %zu %-13s", i, b.kind.c_str());
+    if (b.routed) {
+      outs() << format(" capacity %lld", (long long)b.capacity);
+      if (b.kind == "moe")
+        outs() << format(", aux_loss %.6g", b.auxLoss);
+      outs() << format(", z_loss %.6g", b.zLoss);
+      if (b.dropped >= 0)
+        outs() << format(", dropped %lld", (long long)b.dropped);
+      outs() << format(", unrouted %lld, kept per expert [",
+                       (long long)b.unrouted);
+      outs() << llvm::join(llvm::map_range(b.expertCounts,
+                                           [](int64_t c) {
+                                             return std::to_string(c);
+                                           }),
+                           ", ")
+             << "]";
+    }
+    outs() << "\n";
+  }
+  outs() << format("  first run %.3f ms, %.3f useful GFLOP\n", firstMs,
+                   flops * 1e-9);
+  if (!times.empty()) {
+    std::sort(times.begin(), times.end());
+    double median = times.size() % 2
+                        ? times[times.size() / 2]
+                        : 0.5 * (times[times.size() / 2 - 1] +
+                                 times[times.size() / 2]);
+    double q1 = times[times.size() / 4], q3 = times[(3 * times.size()) / 4];
+    outs() << format("  bench %lld runs: median %.3f ms (min %.3f, max %.3f, "
+                     "IQR %.3f ms), %.2f useful GFLOP/s\n",
+                     (long long)times.size(), median, times.front(),
+                     times.back(), q3 - q1, flops / (median * 1e6));
+  }
+  sy_stats_destroy(stats);
+  sy_model_destroy(model);
+  return 0;
+}

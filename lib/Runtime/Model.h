@@ -1,0 +1,114 @@
+//===- Model.h - A compiled model, its weights and its runs -----*- C++ -*-===//
+//
+// Part of Switchyard's runtime. The compiled object defines two symbols:
+//   const char switchyard_manifest[]    JSON describing the entry function
+//   void switchyard_entry(void **args)  args[0]: the result struct,
+//                                       args[1..]: memref descriptors
+// (docs/Artifacts.md). A Model binds weights to the descriptors the
+// manifest lists, and runs the entry function on caller buffers.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SWITCHYARD_RUNTIME_MODEL_H
+#define SWITCHYARD_RUNTIME_MODEL_H
+
+#include "Formats.h"
+
+#include "llvm/Support/Error.h"
+
+#include <cmath>
+#include <optional>
+
+namespace switchyard::runtime {
+
+struct Manifest {
+  struct Weight {
+    std::string name;
+    std::vector<int64_t> shape;
+    DType dtype;
+  };
+  struct Result {
+    std::string name;
+    int64_t rank;
+    std::vector<int64_t> shape; ///< -1 for the dynamic batch
+    DType dtype;
+    int64_t block = -1; ///< the block a statistic belongs to, or -1
+    std::string stat;   ///< aux_loss, z_loss, expert_counts, ...
+  };
+  struct Block {
+    std::string kind;
+    int64_t dFF, experts, slotsPerExpert, topK = 1;
+    bool gated;
+    std::string group;
+  };
+  std::string name, entry;
+  DType dtype;
+  int64_t seqLen, dModel, batch;
+  std::vector<Weight> weights;
+  std::vector<Result> results;
+  std::vector<Block> blocks;
+
+  static llvm::Expected<Manifest> parse(llvm::StringRef json);
+};
+
+/// The statistics of one run, per block.
+struct BlockStats {
+  std::string kind;
+  bool routed = false;
+  int64_t capacity = -1, dropped = -1, unrouted = -1;
+  double auxLoss = NAN, zLoss = NAN;
+  std::vector<int64_t> expertCounts;
+};
+struct RunStats {
+  std::vector<BlockStats> blocks;
+};
+
+class Model {
+public:
+  using EntryFn = void (*)(void **);
+
+  /// Which check failed, for the C API's status codes.
+  enum class ErrorKind { Argument, IO, Format, Weights, Shape, Runtime };
+  struct Failure {
+    ErrorKind kind;
+    std::string message;
+  };
+  Model(Manifest manifest, EntryFn entry)
+      : manifest(std::move(manifest)), entry(entry) {}
+
+  const Manifest &getManifest() const { return manifest; }
+
+  /// Binds every weight from a safetensors file.
+  std::optional<Failure> loadWeights(llvm::StringRef path);
+  /// Binds caller-owned buffers (borrowed).
+  std::optional<Failure> bindBuffers(llvm::ArrayRef<const char *> names,
+                                     llvm::ArrayRef<const void *> buffers);
+  /// Fills every weight with deterministic seeded values.
+  void randomWeights(uint64_t seed);
+  std::optional<Failure> saveWeights(llvm::StringRef path) const;
+
+  /// Runs on `input` ([batch, S, D], model dtype) into `output`.
+  std::optional<Failure> run(int64_t batch, const void *input, void *output,
+                             RunStats *stats) const;
+
+  /// FLOPs of the work a run must do: expert products over kept
+  /// assignments (routed blocks) or every token (dense), router and soft
+  /// mixing products; norms and elementwise work are not counted.
+  double usefulFlops(int64_t batch, const RunStats *stats) const;
+
+private:
+  Manifest manifest;
+  EntryFn entry;
+  std::vector<const char *> weightData;
+  std::unique_ptr<SafeTensorsFile> file;
+  std::vector<std::vector<char>> owned;
+};
+
+/// Fills `count` elements of `dtype` at `out` with N(0, scale^2) values
+/// drawn from a generator keyed by `seed` and `stream`.
+void fillNormal(void *out, DType dtype, int64_t count, uint64_t seed,
+                uint64_t stream, double mean, double scale);
+
+} // namespace switchyard::runtime
+
+#endif // SWITCHYARD_RUNTIME_MODEL_H

@@ -1,0 +1,264 @@
+//===- moec.cpp - The Switchyard compiler driver --------------------------===//
+//
+// Part of Switchyard. `moec MODEL -o OUT` compiles a model description
+// (YAML) or a layer-level moe-dialect module (.mlir) into an executable, a
+// shared library with a C header, an object file, LLVM IR, or MLIR at any
+// stage of the pipeline (docs/moec.md). It runs the same named pipeline as
+// `moe-opt --switchyard-cpu-pipeline`, and takes MLIR's instrumentation
+// flags (--mlir-print-ir-after-all, --mlir-timing, ...).
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Driver/Compiler.h"
+#include "switchyard/Frontend/Importer.h"
+#include "switchyard/InitAll.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
+#include "mlir/Support/ToolUtilities.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+
+using namespace mlir;
+using namespace switchyard;
+namespace cl = llvm::cl;
+
+namespace {
+enum class Emit { Exe, Lib, Obj, LLVMIR, MLIR };
+enum class Target { CPU };
+
+cl::OptionCategory moecCategory("moec options");
+
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.yaml|model.mlir>"),
+                               cl::Required, cl::cat(moecCategory));
+cl::opt<std::string> outputFile("o", cl::desc("Output file ('-' for stdout; "
+                                              "required for exe, lib and obj)"),
+                                cl::value_desc("path"), cl::init("-"),
+                                cl::cat(moecCategory));
+cl::opt<Emit> emit(
+    "emit", cl::desc("What to produce"), cl::init(Emit::Exe),
+    cl::values(clEnumValN(Emit::Exe, "exe", "an executable (default)"),
+               clEnumValN(Emit::Lib, "lib",
+                          "a shared library with a C ABI, and its header"),
+               clEnumValN(Emit::Obj, "obj", "an object file"),
+               clEnumValN(Emit::LLVMIR, "llvmir", "LLVM IR, optimized"),
+               clEnumValN(Emit::MLIR, "mlir", "MLIR at --stage")),
+    cl::cat(moecCategory));
+cl::opt<Stage> stage(
+    "stage", cl::desc("With --emit=mlir, where to stop the IR"),
+    cl::init(Stage::LLVM),
+    cl::values(clEnumValN(Stage::Layer, "layer", "the moe dialect, one op a block"),
+               clEnumValN(Stage::Routing, "routing",
+                          "the moe dialect, routing level"),
+               clEnumValN(Stage::Linalg, "linalg", "linalg on tensors"),
+               clEnumValN(Stage::Loops, "loops", "bufferized loops"),
+               clEnumValN(Stage::LLVM, "llvm", "the LLVM dialect (default)")),
+    cl::cat(moecCategory));
+cl::opt<Target> target("target", cl::desc("The code generation target"),
+                       cl::init(Target::CPU),
+                       cl::values(clEnumValN(Target::CPU, "cpu",
+                                             "the host CPU (default)")),
+                       cl::cat(moecCategory));
+cl::opt<unsigned> optLevel("O", cl::desc("LLVM optimization level (0-3, default 3)"),
+                           cl::Prefix, cl::init(3), cl::cat(moecCategory));
+cl::opt<bool> noParallel("no-parallel",
+                         cl::desc("Do not run loops on OpenMP threads"),
+                         cl::init(false), cl::cat(moecCategory));
+cl::opt<bool> sanitize("sanitize",
+                       cl::desc("Link the runtime built with AddressSanitizer "
+                                "and UndefinedBehaviorSanitizer"),
+                       cl::init(false), cl::cat(moecCategory));
+cl::opt<bool> listWeights("list-weights",
+                          cl::desc("Print the weights the model takes "
+                                   "(name, shape, dtype) and exit"),
+                          cl::init(false), cl::cat(moecCategory));
+
+bool explicitOption(const cl::Option &option) {
+  return option.getNumOccurrences() > 0;
+}
+
+LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
+                      DefaultTimingManager &timing) {
+  TimingScope root = timing.getRootScope();
+  Location fileLoc = FileLineColLoc::get(&context, inputFile, 0, 0);
+  if (optLevel > 3)
+    return emitError(fileLoc) << "-O" << optLevel << " is not a level (0-3)";
+  if (explicitOption(stage) && emit != Emit::MLIR)
+    return emitError(fileLoc)
+           << "--stage applies to --emit=mlir (the other outputs are built "
+              "from the LLVM dialect)";
+  bool toFile = emit == Emit::Exe || emit == Emit::Lib || emit == Emit::Obj;
+  if (toFile && outputFile == "-")
+    return emitError(fileLoc) << "-o is required for --emit=exe, lib and obj";
+
+  OwningOpRef<ModuleOp> module;
+  {
+    TimingScope t = root.nest("Import");
+    module = loadModel(sourceMgr, &context);
+  }
+  if (!module)
+    return failure();
+  func::FuncOp entry = getEntryFunction(*module);
+  if (!entry)
+    return failure();
+  entry->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
+
+  std::string manifest;
+  if (emit != Emit::MLIR || listWeights) {
+    FailureOr<std::string> built = buildManifest(entry);
+    if (failed(built))
+      return failure();
+    manifest = std::move(*built);
+  }
+  if (listWeights) {
+    auto parsed = llvm::json::parse(manifest);
+    for (const llvm::json::Value &w : *parsed->getAsObject()->getArray("weights")) {
+      const llvm::json::Object *o = w.getAsObject();
+      llvm::outs() << *o->getString("name") << " [";
+      llvm::interleaveComma(*o->getArray("shape"), llvm::outs(),
+                            [](const llvm::json::Value &d) {
+                              llvm::outs() << *d.getAsInteger();
+                            });
+      llvm::outs() << "] " << *o->getString("dtype") << "\n";
+    }
+    return success();
+  }
+
+  CompileOptions options;
+  options.stage = emit == Emit::MLIR ? stage.getValue() : Stage::LLVM;
+  options.parallel = !noParallel;
+  options.optLevel = optLevel;
+  std::string entryName = entry.getName().str();
+  {
+    TimingScope t = root.nest("Pipeline");
+    auto configure = [&](PassManager &pm) -> LogicalResult {
+      if (failed(applyPassManagerCLOptions(pm)))
+        return failure();
+      pm.enableTiming(t);
+      return success();
+    };
+    if (failed(lowerToStage(*module, options, configure)))
+      return failure();
+  }
+
+  std::string error;
+  if (emit == Emit::MLIR) {
+    auto out = openOutputFile(outputFile, &error);
+    if (!out)
+      return emitError(fileLoc) << error;
+    module->print(out->os(), OpPrintingFlags());
+    out->os() << "\n";
+    out->keep();
+    return success();
+  }
+
+  std::unique_ptr<llvm::TargetMachine> machine =
+      createHostTargetMachine(optLevel, error);
+  if (!machine)
+    return emitError(fileLoc) << error;
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule;
+  {
+    TimingScope t = root.nest("Translate to LLVM IR and optimize");
+    llvmModule = translateToLLVMIR(*module, llvmContext, entryName, manifest,
+                                   *machine, optLevel);
+  }
+  if (!llvmModule)
+    return failure();
+  if (emit == Emit::LLVMIR) {
+    auto out = openOutputFile(outputFile, &error);
+    if (!out)
+      return emitError(fileLoc) << error;
+    llvmModule->print(out->os(), nullptr);
+    out->keep();
+    return success();
+  }
+  if (emit == Emit::Obj) {
+    TimingScope t = root.nest("Code generation");
+    return emitObjectFile(*llvmModule, *machine, outputFile, fileLoc);
+  }
+
+  llvm::SmallString<128> object;
+  if (std::error_code ec =
+          llvm::sys::fs::createTemporaryFile("moec", "o", object))
+    return emitError(fileLoc) << "cannot create a temporary file: "
+                              << ec.message();
+  llvm::FileRemover removeObject(object);
+  {
+    TimingScope t = root.nest("Code generation");
+    if (failed(emitObjectFile(*llvmModule, *machine, object, fileLoc)))
+      return failure();
+  }
+  {
+    TimingScope t = root.nest("Link");
+    if (failed(linkArtifact(object, outputFile,
+                            emit == Emit::Exe ? ArtifactKind::Executable
+                                              : ArtifactKind::SharedLibrary,
+                            sanitize, fileLoc)))
+      return failure();
+  }
+  if (emit == Emit::Lib) {
+    llvm::SmallString<128> header(outputFile);
+    llvm::sys::path::replace_extension(header, ".h");
+    auto out = openOutputFile(header, &error);
+    if (!out)
+      return emitError(fileLoc) << error;
+    out->os() << generateHeader(manifest);
+    out->keep();
+  }
+  return success();
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM initLLVM(argc, argv);
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  registerDefaultTimingManagerCLOptions();
+  registerAsmPrinterCLOptions();
+  cl::HideUnrelatedOptions({&moecCategory, &cl::getGeneralCategory()});
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moec: the Switchyard compiler\n\n"
+      "  moec model.yaml -o model           an executable (see model --help)\n"
+      "  moec model.yaml --emit=lib -o libmodel.so   and libmodel.h\n"
+      "  moec model.yaml --emit=mlir --stage=routing  the IR at a stage\n");
+
+  DialectRegistry registry;
+  mlir::registerAllDialects(registry);
+  registerAllExtensions(registry);
+  registerAllToLLVMIRTranslations(registry);
+  switchyard::registerAllDialects(registry);
+  MLIRContext context(registry);
+
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
+  if (!input) {
+    llvm::errs() << "moec: error: " << error << "\n";
+    return 1;
+  }
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(input), llvm::SMLoc());
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+
+  DefaultTimingManager timing;
+  applyDefaultTimingManagerCLOptions(timing);
+  return failed(compile(context, sourceMgr, timing)) ? 1 : 0;
+}
