@@ -5,11 +5,19 @@
 //
 //   moe-opt examples/switch-base-8.mlir                   # layer level
 //   moe-opt examples/switch-base-8.mlir --moe-decompose   # routing level
+//   moec examples/switch-base-8.mlir -o switch            # an executable
+//
+// `switchyard.weight` names each weight as moec's YAML importer does, so the
+// artifact's --weights and --save-weights use the same safetensors names.
 
 func.func @forward(%x: tensor<?x512x768xf32>,
-    %norm0: tensor<768xf32>, %ffn_w1: tensor<768x3072xf32>, %ffn_w2: tensor<3072x768xf32>,
-    %norm1: tensor<768xf32>, %router: tensor<768x8xf32>,
-    %w1: tensor<8x768x3072xf32>, %w2: tensor<8x3072x768xf32>)
+    %norm0: tensor<768xf32> {switchyard.weight = "blocks.0.norm.weight"},
+    %ffn_w1: tensor<768x3072xf32> {switchyard.weight = "blocks.0.ffn.w1"},
+    %ffn_w2: tensor<3072x768xf32> {switchyard.weight = "blocks.0.ffn.w2"},
+    %norm1: tensor<768xf32> {switchyard.weight = "blocks.1.norm.weight"},
+    %router: tensor<768x8xf32> {switchyard.weight = "blocks.1.router.weight"},
+    %w1: tensor<8x768x3072xf32> {switchyard.weight = "blocks.1.experts.w1"},
+    %w2: tensor<8x3072x768xf32> {switchyard.weight = "blocks.1.experts.w2"})
     -> (tensor<?x512x768xf32>, tensor<f32>, tensor<f32>, tensor<8xi64>, tensor<i64>,
         tensor<i64>, tensor<i64>) {
   // Block 0: x <- x + ffn(rms(x))

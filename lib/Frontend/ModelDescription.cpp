@@ -12,7 +12,6 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringMap.h"
-#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBufferRef.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/YAMLParser.h"
@@ -181,8 +180,13 @@ std::optional<Entry> Parser::readEntry(yaml::KeyValueNode &kv) {
 bool Parser::scalarOrError(const Entry &e) {
   if (e.isNull)
     return error(e.valueNode, "'" + e.key + "' needs a value, got null");
-  if (!e.scalar)
+  if (!e.scalar) {
+    // A syntax error inside the value is the better message.
+    e.valueNode->skip();
+    if (stream.failed())
+      return false;
     return error(e.valueNode, "expected a scalar value for '" + e.key + "'");
+  }
   return true;
 }
 
@@ -208,9 +212,9 @@ bool Parser::getDouble(const Entry &e, double &out, double min) {
   if (StringRef(*e.scalar).getAsDouble(value) || !std::isfinite(value))
     return error(e.valueNode, "expected a finite number for '" + e.key +
                                   "', got '" + *e.scalar + "'");
-  if (value < min)
-    return error(e.valueNode, "'" + e.key + "' must be at least " +
-                                  formatv("{0}", min) + ", got " + *e.scalar);
+  if (value < min) // min is 0 or -inf
+    return error(e.valueNode,
+                 "'" + e.key + "' must not be negative, got " + *e.scalar);
   out = value;
   return true;
 }
@@ -424,7 +428,7 @@ bool Parser::parseBlock(yaml::MappingNode *node, unsigned index,
         block.capacityFactor.reset();
       } else {
         double cf;
-        ok = getDouble(e, cf, 0.0);
+        ok = getDouble(e, cf, -HUGE_VAL);
         if (ok && cf <= 0.0)
           return error(e.valueNode, "'capacity_factor' must be positive, got " +
                                         *e.scalar);

@@ -97,16 +97,9 @@ bool explicitOption(const cl::Option &option) {
 LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
                       DefaultTimingManager &timing) {
   TimingScope root = timing.getRootScope();
-  Location fileLoc = FileLineColLoc::get(&context, inputFile, 0, 0);
-  if (optLevel > 3)
-    return emitError(fileLoc) << "-O" << optLevel << " is not a level (0-3)";
-  if (explicitOption(stage) && emit != Emit::MLIR)
-    return emitError(fileLoc)
-           << "--stage applies to --emit=mlir (the other outputs are built "
-              "from the LLVM dialect)";
-  bool toFile = emit == Emit::Exe || emit == Emit::Lib || emit == Emit::Obj;
-  if (toFile && outputFile == "-")
-    return emitError(fileLoc) << "-o is required for --emit=exe, lib and obj";
+  // Problems with no place in the input (linking, writing) are located
+  // nowhere and printed as "moec: error: ...".
+  Location fileLoc = UnknownLoc::get(&context);
 
   OwningOpRef<ModuleOp> module;
   {
@@ -225,6 +218,34 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
   }
   return success();
 }
+/// Checks of the command line alone; prints and returns false on a problem.
+bool checkOptions() {
+  auto fail = [](const llvm::Twine &msg) {
+    llvm::errs() << "moec: error: " << msg << "\n";
+    return false;
+  };
+  if (optLevel > 3)
+    return fail("-O" + llvm::Twine(optLevel) + " is not a level (0-3)");
+  if (explicitOption(stage) && emit != Emit::MLIR)
+    return fail("--stage applies to --emit=mlir (the other outputs are built "
+                "from the LLVM dialect)");
+  bool toFile = emit == Emit::Exe || emit == Emit::Lib || emit == Emit::Obj;
+  if (toFile && outputFile == "-" && !listWeights)
+    return fail("-o is required for --emit=exe, lib and obj");
+  // Refuse an unwritable output before compiling anything.
+  if (outputFile != "-" && !listWeights) {
+    if (llvm::sys::fs::is_directory(outputFile))
+      return fail("cannot write '" + outputFile + "': it is a directory");
+    llvm::SmallString<128> probe;
+    int fd;
+    if (std::error_code ec = llvm::sys::fs::createUniqueFile(
+            outputFile + ".tmp-%%%%%%", fd, probe))
+      return fail("cannot write '" + outputFile + "': " + ec.message());
+    llvm::sys::fs::closeFile(fd);
+    llvm::sys::fs::remove(probe);
+  }
+  return true;
+}
 } // namespace
 
 int main(int argc, char **argv) {
@@ -241,12 +262,17 @@ int main(int argc, char **argv) {
       "  moec model.yaml --emit=lib -o libmodel.so   and libmodel.h\n"
       "  moec model.yaml --emit=mlir --stage=routing  the IR at a stage\n");
 
+  if (!checkOptions())
+    return 2;
+
   DialectRegistry registry;
   mlir::registerAllDialects(registry);
   registerAllExtensions(registry);
   registerAllToLLVMIRTranslations(registry);
   switchyard::registerAllDialects(registry);
   MLIRContext context(registry);
+  // Diagnostics point at the source; the op dump is noise for users.
+  context.printOpOnDiagnostic(false);
 
   std::string error;
   std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
@@ -257,6 +283,15 @@ int main(int argc, char **argv) {
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(std::move(input), llvm::SMLoc());
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  ScopedDiagnosticHandler unlocated(&context, [](Diagnostic &diag) {
+    if (!isa<UnknownLoc>(diag.getLocation()))
+      return failure(); // to the SourceMgr handler
+    llvm::errs() << "moec: " << (diag.getSeverity() == DiagnosticSeverity::Error
+                                     ? "error: "
+                                     : "note: ")
+                 << diag << "\n";
+    return success();
+  });
 
   DefaultTimingManager timing;
   applyDefaultTimingManagerCLOptions(timing);
