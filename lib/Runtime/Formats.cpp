@@ -194,7 +194,7 @@ switchyard::runtime::parseNpy(std::unique_ptr<MemoryBuffer> buffer) {
     headerLen = support::endian::read32le(bytes.data() + 8);
     headerStart = 12;
   } else {
-    return formatError(file, "unsupported npy version " + Twine(major));
+    return formatError(file, "unsupported npy version " + Twine(unsigned(major)));
   }
   if (headerLen > bytes.size() - headerStart)
     return formatError(file, "truncated: the header claims " +
