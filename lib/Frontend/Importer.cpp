@@ -73,7 +73,8 @@ OwningOpRef<ModuleOp> switchyard::importModel(const ModelDescription &model,
   SmallVector<std::string> resultNames{"y"};
   auto f64 = [&](double v) { return b.getF64FloatAttr(v); };
   for (auto [i, block] : llvm::enumerate(model.blocks)) {
-    Location loc = FileLineColLoc::get(ctx, bufferName, block.line, 1);
+    Location loc =
+        FileLineColLoc::get(ctx, bufferName, block.line, block.column);
     std::string prefix = "blocks." + std::to_string(i) + ".";
     auto weight = [&](llvm::StringRef name) -> Value {
       return weights.lookup(prefix + name.str());

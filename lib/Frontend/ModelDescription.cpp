@@ -345,7 +345,8 @@ bool Parser::parseBlocks(yaml::Node *node, ModelDescription &model) {
 
 bool Parser::parseBlock(yaml::MappingNode *node, unsigned index,
                         BlockDescription &block) {
-  block.line = sourceMgr.FindLineNumber(node->getSourceRange().Start);
+  std::tie(block.line, block.column) =
+      sourceMgr.getLineAndColumn(node->getSourceRange().Start);
   SmallVector<Entry> entries;
   StringMap<unsigned> seen;
   for (yaml::KeyValueNode &kv : *node) {
@@ -503,8 +504,9 @@ switchyard::parseModelDescription(StringRef text, StringRef bufferName) {
                         ": experts * d_model * d_ff is too large (at most "
                         "2^36 elements a weight)";
       return make_error<ModelDescriptionError>(
-          bufferName.str(), block.line, 1, msg,
-          (bufferName + ":" + Twine(block.line) + ":1: error: " + msg + "\n")
+          bufferName.str(), block.line, block.column, msg,
+          (bufferName + ":" + Twine(block.line) + ":" + Twine(block.column) +
+           ": error: " + msg + "\n")
               .str());
     }
   }

@@ -46,7 +46,8 @@ struct BlockDescription {
   double zLossWeight = 0.001;
   int64_t slotsPerExpert = 1;
   bool normalize = true;
-  unsigned line = 0; ///< where the block starts in the file (1-based)
+  unsigned line = 0;   ///< where the block starts in the file (1-based)
+  unsigned column = 0; ///< (1-based)
 
   bool isGated() const { return activation == "swiglu" || activation == "geglu"; }
   bool isRouted() const { return layer == "moe" || layer == "expert_choice"; }
