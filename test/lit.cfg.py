@@ -13,7 +13,7 @@ config.suffixes = [".mlir", ".test"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.switchyard_obj_root, "test")
 config.excludes = ["CMakeLists.txt", "README.md", "lit.cfg.py",
-                   "lit.site.cfg.py", "reference", "Inputs"]
+                   "lit.site.cfg.py", "reference", "Inputs", "corpus"]
 
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%shlibext", config.llvm_shlib_ext))
@@ -29,5 +29,5 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tool_dirs = [config.switchyard_tools_dir, config.llvm_tools_dir]
-tools = ["moe-opt", "moec"]
+tools = ["moe-opt", "moec", "moe-fuzz-yaml", "moe-fuzz-safetensors", "moe-fuzz-npy"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
