@@ -7,9 +7,12 @@ BUILD_DIR ?= build
 JOBS ?= 2
 PYTHON ?= python3
 LLVM_PREFIX ?= /usr/lib/llvm-22
-EXAMPLE ?= examples/switch-base-8.mlir
+EXAMPLE ?= examples/switch-base-8.yaml
+RUN_ARGS ?= --seed 0 --batch 1
 
 MOE_OPT := $(BUILD_DIR)/bin/moe-opt
+MOEC := $(BUILD_DIR)/bin/moec
+EXAMPLE_EXE := $(BUILD_DIR)/examples/$(basename $(notdir $(EXAMPLE)))
 
 .PHONY: all deps configure build run test check-lit check-python docs clean
 
@@ -32,10 +35,11 @@ build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 run: build
-	@echo "== $(EXAMPLE): layer level =="
-	@$(MOE_OPT) $(EXAMPLE)
-	@echo "== $(EXAMPLE): routing level (moe-decompose) =="
-	@$(MOE_OPT) $(EXAMPLE) --moe-decompose --canonicalize
+	@mkdir -p $(BUILD_DIR)/examples
+	@echo "== moec $(EXAMPLE) -o $(EXAMPLE_EXE)"
+	@$(MOEC) $(EXAMPLE) -o $(EXAMPLE_EXE) --mlir-timing 2>&1 | tail -n 6
+	@echo "== $(EXAMPLE_EXE) $(RUN_ARGS) --stats $(EXAMPLE_EXE).stats.json"
+	@$(EXAMPLE_EXE) $(RUN_ARGS) --stats $(EXAMPLE_EXE).stats.json
 
 check-lit: build
 	cmake --build $(BUILD_DIR) --target check-switchyard

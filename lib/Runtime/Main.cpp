@@ -373,8 +373,9 @@ int main(int argc, char **argv) {
     }
     outs() << "\n";
   }
-  outs() << format("  first run %.3f ms, %.3f useful GFLOP\n", firstMs,
-                   flops * 1e-9);
+  outs() << format("  first run %.3f ms, %.3f useful GFLOP, %.2f useful "
+                   "GFLOP/s\n",
+                   firstMs, flops * 1e-9, flops / (firstMs * 1e6));
   if (!times.empty()) {
     std::sort(times.begin(), times.end());
     double median = times.size() % 2
