@@ -8,7 +8,7 @@ APT_PACKAGES=(llvm-22-dev libmlir-22-dev mlir-22-tools clang-22 libomp-22-dev
               libclang-rt-22-dev cmake ninja-build ccache)
 # module:package pairs (the import name and the name on PyPI).
 PY_PACKAGES=(numpy:numpy pytest:pytest xdist:pytest-xdist ml_dtypes:ml_dtypes
-             nanobind:nanobind yaml:pyyaml)
+             nanobind:nanobind yaml:pyyaml scikit_build_core:scikit-build-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -69,6 +69,10 @@ SY_API void sy_model_destroy(sy_model *model);
 
 /* -- What the model is ----------------------------------------------------- */
 
+/* The model's manifest (JSON, docs/Artifacts.md): its name, dtype, sizes,
+ * weights, results and blocks; readable before any model is created. */
+SY_API const char *sy_manifest(void);
+
 SY_API const char *sy_model_name(const sy_model *model);
 SY_API const char *sy_model_dtype(const sy_model *model); /* f32|bf16|f16 */
 SY_API int64_t sy_model_seq_len(const sy_model *model);

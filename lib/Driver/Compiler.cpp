@@ -225,7 +225,10 @@ LogicalResult switchyard::linkArtifact(llvm::StringRef objectPath,
   };
   std::string runtime = archive("SwitchyardRuntime");
   std::string mainArchive = archive("SwitchyardRuntimeMain");
-  for (const std::string &path : {runtime, mainArchive})
+  std::vector<std::string> needed{runtime};
+  if (kind == ArtifactKind::Executable)
+    needed.push_back(mainArchive);
+  for (const std::string &path : needed)
     if (!llvm::sys::fs::exists(path))
       return emitError(loc) << "the runtime library '" << path
                             << "' is missing (build the project, or point "

@@ -106,6 +106,8 @@ extern "C" {
 
 void sy_free_message(char *message) { std::free(message); }
 
+const char *sy_manifest(void) { return switchyard_manifest; }
+
 sy_status sy_model_create_from_file(const char *path, sy_model **model,
                                     char **message) {
   if (!path)
