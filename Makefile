@@ -14,7 +14,7 @@ MOE_OPT := $(BUILD_DIR)/bin/moe-opt
 MOEC := $(BUILD_DIR)/bin/moec
 EXAMPLE_EXE := $(BUILD_DIR)/examples/$(basename $(notdir $(EXAMPLE)))
 
-.PHONY: all deps configure build run test check-lit check-python docs clean
+.PHONY: all deps configure build python run test check-lit check-python docs clean
 
 all: build
 
@@ -44,8 +44,14 @@ run: build
 check-lit: build
 	cmake --build $(BUILD_DIR) --target check-switchyard
 
-check-python: build
-	SWITCHYARD_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q -n auto test/reference test/Integration
+# The switchyard Python package (python-bindings/), built against this
+# checkout into $(BUILD_DIR)/python-bindings and installed into $(PYTHON).
+python: build
+	$(PYTHON) -m pip install -q --no-build-isolation \
+	  -C build-dir=$(abspath $(BUILD_DIR))/python-bindings ./python-bindings
+
+check-python: build python
+	SWITCHYARD_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q -n auto test/reference test/Integration test/python
 
 test: check-lit check-python
 

@@ -210,13 +210,15 @@ static std::string runtimeDir() {
 LogicalResult switchyard::linkArtifact(llvm::StringRef objectPath,
                                        llvm::StringRef output,
                                        ArtifactKind kind, bool sanitize,
-                                       Location loc) {
+                                       Location loc,
+                                       llvm::StringRef runtimeDirOverride) {
   llvm::ErrorOr<std::string> linker =
       llvm::sys::findProgramByName(SWITCHYARD_CLANGXX);
   if (!linker)
     return emitError(loc) << "cannot find the linker driver '"
                           << SWITCHYARD_CLANGXX << "' (install clang-22)";
-  std::string dir = runtimeDir();
+  std::string dir =
+      runtimeDirOverride.empty() ? runtimeDir() : runtimeDirOverride.str();
   std::string suffix = sanitize ? "Sanitized" : "";
   auto archive = [&](llvm::StringRef name) {
     llvm::SmallString<256> path(dir);

@@ -180,7 +180,8 @@ std::string stageName(Stage stage) {
 CompileResult compileModel(const std::string &text, const std::string &fileName,
                            const std::string &stageText, unsigned optLevel,
                            bool parallel, bool captureIR,
-                           std::optional<std::string> output) {
+                           std::optional<std::string> output,
+                           const std::string &runtimeDir) {
   std::optional<Stage> stage = parseStage(stageText);
   if (!stage)
     throw std::invalid_argument("unknown stage '" + stageText +
@@ -293,7 +294,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   Location loc = UnknownLoc::get(&ctx);
   if (failed(emitObjectFile(*llvmModule, *machine, object, loc)) ||
       failed(linkArtifact(object, *output, ArtifactKind::SharedLibrary,
-                          /*sanitize=*/false, loc)))
+                          /*sanitize=*/false, loc, runtimeDir)))
     throw fail("");
   llvm::SmallString<128> header(*output);
   llvm::sys::path::replace_extension(header, ".h");
@@ -325,7 +326,7 @@ NB_MODULE(_switchyard, m) {
 
   m.def("compile", &compileModel, nb::arg("text"), nb::arg("file_name"),
         nb::arg("stage"), nb::arg("opt_level"), nb::arg("parallel"),
-        nb::arg("capture_ir"), nb::arg("output").none(),
+        nb::arg("capture_ir"), nb::arg("output").none(), nb::arg("runtime_dir"),
         nb::call_guard<nb::gil_scoped_release>(),
         "Compiles a model; links a shared library at `output` when given, "
         "else returns the IR at `stage`.");

@@ -10,17 +10,9 @@ models with the Switchyard compiler.
 See docs/Python.md for the guide.
 """
 
-import os as _os
-import pathlib as _pathlib
-
-_RUNTIME = _pathlib.Path(__file__).resolve().parent / "runtime"
-if _RUNTIME.is_dir():
-    # The runtime archives compiled models are linked with ship in the package.
-    _os.environ.setdefault("SWITCHYARD_RUNTIME_DIR", str(_RUNTIME))
-
-from ._switchyard import CompileError, ModelError  # noqa: E402
-from ._model import Model  # noqa: E402
-from ._compiled import CompiledModel, Lowered, RunResult, compile, load  # noqa: E402
+from ._switchyard import CompileError, ModelError
+from ._model import Model
+from ._compiled import CompiledModel, Lowered, RunResult, compile, load
 
 STAGES = ("layer", "routing", "linalg", "loops", "llvm")
 

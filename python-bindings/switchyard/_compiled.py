@@ -19,6 +19,10 @@ _NUMPY = {"f32": np.dtype(np.float32), "bf16": np.dtype(ml_dtypes.bfloat16),
           "f16": np.dtype(np.float16)}
 _STATUS = {1: ValueError, 2: OSError, 3: ValueError, 4: ValueError, 5: ValueError,
            6: RuntimeError}
+# The runtime archives compiled models are linked with ship in the package;
+# $SWITCHYARD_RUNTIME_DIR overrides them.
+_RUNTIME = os.environ.get("SWITCHYARD_RUNTIME_DIR",
+                          str(pathlib.Path(__file__).resolve().parent / "runtime"))
 _DUMP = re.compile(r"^// -----// IR Dump After (.+?) //----- //$", re.M)
 
 
@@ -70,12 +74,12 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
     text, file_name = _source(model)
     if stage is not None:
         result = _switchyard.compile(text, file_name, stage, opt_level, parallel,
-                                     print_ir_after_all, None)
+                                     print_ir_after_all, None, _RUNTIME)
         return Lowered(stage, result)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
     library = workdir / "libmodel.so"
     result = _switchyard.compile(text, file_name, "llvm", opt_level, parallel,
-                                 print_ir_after_all, str(library))
+                                 print_ir_after_all, str(library), _RUNTIME)
     compiled = CompiledModel(library)
     compiled.passes = list(result.passes)
     compiled.ir_after_all_text = result.ir_after_all

@@ -82,6 +82,35 @@ def load_model(path):
     return yaml.safe_load(pathlib.Path(path).read_text())
 
 
+NUMPY_DTYPES = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f16": np.float16}
+
+
+def parse_weight_list(lines):
+    """`moec --list-weights` output -> {name: (shape, dtype)}."""
+    specs = {}
+    for line in lines:
+        name, rest = line.split(" [", 1)
+        shape_text, dtype = rest.rsplit("] ", 1)
+        specs[name] = (tuple(int(d) for d in shape_text.split(", ") if d), dtype)
+    return specs
+
+
+def draw_weights(rng, specs):
+    """Random weights {name: array} for {name: (shape, dtype)}, scaled like an
+    initialized model so activations stay O(1)."""
+    weights = {}
+    for name, (shape, dtype) in specs.items():
+        fan_in = shape[-2] if len(shape) >= 2 else 1
+        if name.endswith("soft.scale"):
+            value = rng.uniform(0.5, 2.0, size=shape)
+        elif name.endswith("norm.weight"):
+            value = rng.uniform(0.5, 1.5, size=shape)
+        else:
+            value = rng.standard_normal(shape) / np.sqrt(fan_in)
+        weights[name] = np.asarray(value, np.float32).astype(NUMPY_DTYPES[dtype])
+    return weights
+
+
 def rel_error(y, expected):
     y = np.asarray(y, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)

@@ -9,7 +9,6 @@ import json
 import pathlib
 import sys
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -18,11 +17,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "reference"))
 
 import moe_reference as ref  # noqa: E402
-from artifacts import (EXAMPLES, load_model, moec, read_safetensors,  # noqa: E402
-                       rel_error, run, safetensors_bytes)
+from artifacts import (EXAMPLES, draw_weights, load_model, moec,  # noqa: E402
+                       parse_weight_list, read_safetensors, rel_error, run,
+                       safetensors_bytes)
 
 TOLERANCE = {"f32": 1e-5, "bf16": 2e-2, "f16": 2e-2}
-NUMPY = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f16": np.float16}
 
 
 def check_stats(stats_file, expected, batch, tolerance):
@@ -128,23 +127,6 @@ blocks:
 """
 
 
-def random_weights(rng, listed, dtype):
-    weights = {}
-    for line in listed:
-        name, rest = line.split(" [", 1)
-        shape_text, wdtype = rest.rsplit("] ", 1)
-        shape = tuple(int(d) for d in shape_text.split(", ") if d)
-        fan_in = shape[-2] if len(shape) >= 2 else 1
-        if name.endswith("soft.scale"):
-            value = rng.uniform(0.5, 2.0, size=shape)
-        elif name.endswith("norm.weight"):
-            value = rng.uniform(0.5, 1.5, size=shape)
-        else:
-            value = rng.standard_normal(shape) / np.sqrt(fan_in)
-        weights[name] = value.astype(np.float32).astype(NUMPY[wdtype])
-    return weights
-
-
 @pytest.mark.parametrize("dtype", ["f32", "bf16", "f16"])
 def test_every_layer_kind_and_dtype_through_weights_file(dtype, tmp_path):
     source = tmp_path / "small.yaml"
@@ -156,7 +138,8 @@ def test_every_layer_kind_and_dtype_through_weights_file(dtype, tmp_path):
     # differ from the float64 reference's by the model's rounding, so exact
     # routing comparisons hold for a given draw, not for every draw.
     rng = np.random.default_rng(7 + len(dtype))
-    weights = random_weights(rng, moec(source, "--list-weights").stdout.splitlines(), dtype)
+    weights = draw_weights(rng, parse_weight_list(
+        moec(source, "--list-weights").stdout.splitlines()))
     (tmp_path / "w.safetensors").write_bytes(safetensors_bytes(weights))
     for batch in (1, 3):  # one executable, any batch
         x = rng.standard_normal((batch, 8, 16)).astype(np.float32)

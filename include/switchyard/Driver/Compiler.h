@@ -82,10 +82,12 @@ enum class ArtifactKind { Executable, SharedLibrary };
 
 /// Links `objectPath` with the runtime into an executable or a shared
 /// library. `sanitize` links the runtime built with AddressSanitizer and
-/// UndefinedBehaviorSanitizer instead.
+/// UndefinedBehaviorSanitizer instead. The runtime archives are taken from
+/// `runtimeDir`, else $SWITCHYARD_RUNTIME_DIR, else this build's.
 mlir::LogicalResult linkArtifact(llvm::StringRef objectPath,
                                  llvm::StringRef output, ArtifactKind kind,
-                                 bool sanitize, mlir::Location loc);
+                                 bool sanitize, mlir::Location loc,
+                                 llvm::StringRef runtimeDir = "");
 
 /// The C header of a shared library built from a model with `manifest`.
 std::string generateHeader(llvm::StringRef manifest);

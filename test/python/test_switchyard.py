@@ -1,0 +1,240 @@
+"""The switchyard Python package: building models (with moec's checks and
+messages), compiling (stage IR, the passes, the IR after every pass), running
+every routing kind against the float64 reference at any batch, bf16, errors
+(a failing pipeline names the moe-opt command that reproduces it), and a
+round trip through save/load."""
+
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import switchyard as sy
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "test" / "reference"))
+sys.path.insert(0, str(ROOT / "test" / "Integration"))
+
+import moe_reference as ref  # noqa: E402
+from artifacts import BUILD, MOEC, draw_weights, rel_error  # noqa: E402
+
+SWITCH = ROOT / "examples" / "switch-base-8.yaml"
+
+
+def random_weights(compiled, rng):
+    return draw_weights(rng, compiled.weights)
+
+
+# -- building ----------------------------------------------------------------
+
+def test_model_from_yaml_path_text_and_keywords():
+    from_path = sy.Model.from_yaml(SWITCH)
+    from_str_path = sy.Model.from_yaml(str(SWITCH))
+    from_text = sy.Model.from_yaml(SWITCH.read_text())
+    for m in (from_path, from_str_path, from_text):
+        assert (m.name, m.d_model, m.seq_len, m.dtype) == ("switch-base-8", 768, 512, "f32")
+        assert m.blocks[0]["layer"] == "moe" and m.blocks[0]["capacity_factor"] == 1.25
+    kw = sy.Model(d_model=768, seq_len=512, name="switch-base-8",
+                  blocks=[dict(layer="moe", norm="rms", experts=8, d_ff=3072)])
+    assert kw.description == from_path.description  # the YAML's values are the defaults
+    assert "blocks=[moe]" in repr(kw)
+
+
+def test_model_errors_are_moecs_messages(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("d_model: 8\nseq_len: 4\nblocks:\n  - layer: moe\n    experts: 2\n"
+                   "    d_ff: 4\n    top_k: 3\n")
+    moec = subprocess.run([MOEC, bad, "-o", tmp_path / "x"], capture_output=True, text=True)
+    with pytest.raises(sy.ModelError) as error:
+        sy.Model.from_yaml(bad)
+    assert str(error.value) == moec.stderr.rstrip("\n") or str(error.value) == moec.stderr
+    assert "bad.yaml:7:12: error: 'top_k' (3) cannot exceed the number of experts (2)" in str(error.value)
+    with pytest.raises(sy.ModelError, match="did you mean 'top_k'"):
+        sy.Model(d_model=8, seq_len=4, blocks=[dict(layer="moe", experts=2, d_ff=4, top_kk=1)])
+    with pytest.raises(sy.ModelError, match="unknown key 'expertz'"):
+        sy.Model(d_model=8, seq_len=4, blocks=[dict(layer="moe", expertz=2, d_ff=4)])
+    with pytest.raises(sy.ModelError, match="'experts' must be between 1 and"):
+        sy.Model(d_model=8, seq_len=4, blocks=[dict(layer="moe", experts=0, d_ff=4)])
+    with pytest.raises(sy.ModelError, match="'blocks' is empty"):
+        sy.Model(d_model=8, seq_len=4, blocks=[])
+    with pytest.raises(sy.ModelError, match="unknown key 'batch' in the model"):
+        sy.Model(d_model=8, seq_len=4, blocks=[dict(layer="ffn", d_ff=4)], batch=2)
+    assert issubclass(sy.ModelError, ValueError)
+
+
+# -- compiling ---------------------------------------------------------------
+
+def test_stage_ir_and_passes():
+    model = sy.Model.from_yaml(SWITCH)
+    expect = {"layer": "moe.token_choice", "routing": "moe.token_choice_route",
+              "linalg": "linalg.generic", "loops": "memref.alloc", "llvm": "llvm.func"}
+    for stage, marker in expect.items():
+        lowered = sy.compile(model, stage=stage)
+        assert marker in lowered.ir, stage
+    assert sy.compile(model, stage="layer").passes == []
+    assert sy.compile(model, stage="routing").passes == ["moe-decompose", "canonicalize"]
+    full = sy.compile(model, stage="llvm").passes
+    assert full[:3] == ["moe-decompose", "canonicalize", "convert-moe-to-linalg"]
+    assert full[-1] == "reconcile-unrealized-casts"
+
+
+def test_ir_after_every_pass_is_moecs_text(tmp_path):
+    model = sy.Model.from_yaml(SWITCH)
+    lowered = sy.compile(model, stage="linalg", print_ir_after_all=True)
+    moec = subprocess.run([MOEC, SWITCH, "--emit=mlir", "--stage=linalg",
+                           "--mlir-print-ir-after-all", "-o", tmp_path / "out.mlir"],
+                          capture_output=True, text=True, check=True)
+    assert lowered.ir_after_all_text == moec.stderr
+    assert [p for p, _ in lowered.ir_after_all][:2] == ["MoEDecompose (moe-decompose)",
+                                                       "Canonicalizer (canonicalize)"]
+    assert "moe.token_choice_route" in lowered.ir_after_all[0][1]
+    compiled = sy.compile(model, print_ir_after_all=True)
+    assert compiled.ir_after_all[-1][0] == \
+        "ReconcileUnrealizedCastsPass (reconcile-unrealized-casts)"
+
+
+def test_compile_errors():
+    model = sy.Model.from_yaml(SWITCH)
+    with pytest.raises(ValueError, match="unknown target 'cuda'"):
+        sy.compile(model, target="cuda")
+    with pytest.raises(ValueError, match="unknown stage 'fused'"):
+        sy.compile(model, stage="fused")
+    with pytest.raises(TypeError):
+        sy.compile(42)
+
+
+def test_failing_pipeline_names_the_moe_opt_command(tmp_path):
+    # Verifies, but the CPU pipeline cannot bufferize TOSA ops.
+    source = tmp_path / "tosa.mlir"
+    source.write_text(
+        "func.func @forward(%x: tensor<?x4x8xf32>) -> tensor<?x4x8xf32> {\n"
+        "  %s = tosa.reduce_sum %x {axis = 2 : i32} : (tensor<?x4x8xf32>) -> tensor<?x4x1xf32>\n"
+        "  %y = tosa.add %x, %s : (tensor<?x4x8xf32>, tensor<?x4x1xf32>) -> tensor<?x4x8xf32>\n"
+        "  return %y : tensor<?x4x8xf32>\n}\n")
+    with pytest.raises(sy.CompileError) as error:
+        sy.compile(source)
+    message = str(error.value)
+    assert "tosa.mlir:2:8: error: op was not bufferized" in message
+    command = message.rsplit("reproduce with: ", 1)[1].strip()
+    assert command.startswith("moe-opt ")
+    args = shlex.split(command)
+    proc = subprocess.run([BUILD / "bin" / "moe-opt", *args[1:]], capture_output=True, text=True)
+    assert proc.returncode != 0
+    first_error = message.split("error: ", 1)[1].splitlines()[0]
+    assert first_error in proc.stderr
+
+
+# -- running -----------------------------------------------------------------
+
+KINDS = {
+    "moe": dict(layer="moe", norm="rms", experts=4, d_ff=24, top_k=2, capacity_factor=1.0,
+                activation="silu"),
+    "moe-dropless": dict(layer="moe", experts=4, d_ff=24, capacity_factor=None, bias=True),
+    "expert_choice": dict(layer="expert_choice", norm="layer", experts=4, d_ff=24,
+                          capacity_factor=1.5, router_bias=True),
+    "soft_moe": dict(layer="soft_moe", experts=3, slots_per_expert=2, d_ff=24,
+                     activation="gelu"),
+    "ffn": dict(layer="ffn", norm="rms", d_ff=24, activation="swiglu"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_routing_kind_against_the_reference(kind, tmp_path):
+    model = sy.Model(d_model=16, seq_len=8, blocks=[KINDS[kind]], name=kind)
+    compiled = sy.compile(model)
+    rng = np.random.default_rng(3)
+    weights = random_weights(compiled, rng)
+    for batch in (1, 2, 5):  # one compiled model, any batch
+        x = rng.standard_normal((batch, 8, 16)).astype(np.float32)
+        result = compiled(x, weights=weights)
+        expected, stats = ref.model_forward(model.description, weights, x)
+        assert result.output.shape == x.shape and result.output.dtype == np.float32
+        assert rel_error(result.output, expected) < 1e-5
+        got = result.stats["blocks"][0]
+        assert got["kind"] == KINDS[kind]["layer"]
+        if stats[0].get("kept_per_expert") is not None:
+            np.testing.assert_array_equal(got["expert_counts"], stats[0]["kept_per_expert"])
+            assert got["capacity"] == stats[0]["capacity"]
+            assert got["unrouted"] == stats[0]["unrouted"]
+            assert got["z_loss"] == pytest.approx(stats[0]["z_loss"], rel=1e-5)
+            assert result.stats["z_loss"] == pytest.approx(got["z_loss"])
+        else:
+            assert got["capacity"] is None and got["expert_counts"] is None
+        if kind.startswith("moe"):
+            assert got["aux_loss"] == pytest.approx(stats[0]["aux_loss"], rel=1e-5)
+            assert got["dropped"] == stats[0]["dropped"]
+        assert result.useful_flops > 0
+
+
+def test_bf16_model_with_ml_dtypes_arrays(tmp_path):
+    model = sy.Model(d_model=16, seq_len=8, dtype="bf16",
+                     blocks=[dict(layer="moe", norm="rms", experts=4, d_ff=24, top_k=2)])
+    compiled = sy.compile(model)
+    rng = np.random.default_rng(4)
+    weights = random_weights(compiled, rng)
+    assert weights["blocks.0.router.weight"].dtype == np.float32  # the router stays f32
+    x = rng.standard_normal((2, 8, 16)).astype(ml_dtypes.bfloat16)
+    result = compiled(x, weights=weights)
+    assert result.output.dtype == ml_dtypes.bfloat16
+    expected, _ = ref.model_forward(model.description, weights, x)
+    assert rel_error(result.output.astype(np.float32), expected) < 2e-2
+    # float32 inputs are converted to the model's dtype.
+    again = compiled(x.astype(np.float32), weights=weights)
+    np.testing.assert_array_equal(again.output, result.output)
+
+
+def test_weights_from_a_safetensors_path_and_seeds(tmp_path):
+    model = sy.Model(d_model=16, seq_len=8, blocks=[KINDS["moe"]])
+    compiled = sy.compile(model)
+    x = np.random.default_rng(5).standard_normal((2, 8, 16)).astype(np.float32)
+    seeded = compiled(x, seed=7)
+    compiled.save_weights(tmp_path / "w.safetensors", seed=7)
+    from_file = compiled(x, weights=tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(seeded.output, from_file.output)
+    assert not np.array_equal(compiled(x, seed=8).output, seeded.output)
+
+
+def test_run_errors():
+    model = sy.Model(d_model=16, seq_len=8, blocks=[KINDS["moe"]])
+    compiled = sy.compile(model)
+    rng = np.random.default_rng(6)
+    weights = random_weights(compiled, rng)
+    x = rng.standard_normal((2, 8, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"x has shape \[2, 9, 16\], expected \[B, 8, 16\]"):
+        compiled(np.zeros((2, 9, 16), np.float32), weights=weights)
+    with pytest.raises(ValueError, match="x has dtype int64"):
+        compiled(np.zeros((2, 8, 16), np.int64), weights=weights)
+    missing = {k: v for k, v in weights.items() if k != "blocks.0.router.weight"}
+    with pytest.raises(ValueError, match="weight 'blocks.0.router.weight' is missing"):
+        compiled(x, weights=missing)
+    wrong = dict(weights, **{"blocks.0.experts.w1": np.zeros((4, 24, 16), np.float32)})
+    with pytest.raises(ValueError, match=r"'blocks.0.experts.w1' has shape \[4, 24, 16\], "
+                                         r"expected \[4, 16, 24\]"):
+        compiled(x, weights=wrong)
+    with pytest.raises(ValueError, match="'blocks.0.bogus' is not a weight of this model"):
+        compiled(x, weights=dict(weights, **{"blocks.0.bogus": np.zeros(1)}))
+    with pytest.raises(OSError, match="cannot read weights '/nonexistent.safetensors'"):
+        compiled(x, weights="/nonexistent.safetensors")
+    with pytest.raises(TypeError):
+        compiled(x, weights=42)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = sy.Model.from_yaml(SWITCH.read_text().replace("seq_len: 512", "seq_len: 16")
+                               .replace("d_ff: 3072", "d_ff: 64").replace("d_model: 768", "d_model: 32"))
+    compiled = sy.compile(model)
+    saved = compiled.save(tmp_path / "libswitch.so")
+    assert saved.exists() and (tmp_path / "libswitch.h").exists()
+    assert "sy_model_run" in (tmp_path / "libswitch.h").read_text()
+    loaded = sy.load(saved)
+    assert (loaded.name, loaded.seq_len, loaded.d_model, loaded.dtype) == \
+        ("switch-base-8", 16, 32, "f32")
+    assert loaded.weights == compiled.weights
+    x = np.random.default_rng(8).standard_normal((3, 16, 32)).astype(np.float32)
+    weights = random_weights(compiled, np.random.default_rng(9))
+    np.testing.assert_array_equal(loaded(x, weights=weights).output,
+                                  compiled(x, weights=weights).output)
