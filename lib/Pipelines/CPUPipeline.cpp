@@ -17,6 +17,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
@@ -42,12 +43,17 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   if (stage == CPUStage::Linalg)
     return;
 
+  // Matrix products: parallel blocks and vectorized register tiles.
+  pm.nest<func::FuncOp>().addPass(createSwitchyardTileMatmuls());
+
   // Tensors -> buffers -> loops. Function boundaries get identity layouts so
   // the C interface sees plain strided descriptors.
   pm.addPass(createSwitchyardBufferize());
   bufferization::BufferDeallocationPipelineOptions dealloc;
   bufferization::buildBufferDeallocationPipeline(pm, dealloc);
   OpPassManager &loopsPm = pm.nest<func::FuncOp>();
+  loopsPm.addPass(createSwitchyardLowerVectors());
+  loopsPm.addPass(createForallToParallelLoopPass());
   if (options.parallel)
     loopsPm.addPass(createConvertLinalgToParallelLoopsPass());
   else
@@ -63,11 +69,14 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   arith::ArithExpandOpsPassOptions expand;
   expand.includeBf16 = true;
   pm.addPass(arith::createArithExpandOpsPass(expand));
-  if (options.parallel)
+  if (options.parallel) {
+    pm.nest<func::FuncOp>().addPass(createSwitchyardSerializeNestedParallel());
     pm.addPass(createConvertSCFToOpenMPPass());
+  }
   pm.addPass(createConvertBufferizationToMemRefPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createSCFToControlFlowPass());
   if (options.parallel)

@@ -1,0 +1,172 @@
+//===- TileMatmuls.cpp - Thread and register tiling of matrix products ----===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Transforms/Passes.h"
+
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/SCF/Transforms/TileUsingInterface.h"
+#include "mlir/Dialect/SCF/Transforms/Transforms.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/Vector/Transforms/VectorRewritePatterns.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/LoopInvariantCodeMotionUtils.h"
+
+namespace switchyard {
+#define GEN_PASS_DEF_SWITCHYARDTILEMATMULS
+#include "switchyard/Transforms/Passes.h.inc"
+} // namespace switchyard
+
+using namespace mlir;
+
+namespace {
+
+/// Marks the register tiles to vectorize once their shapes are static.
+constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
+
+struct TileMatmulsPass
+    : switchyard::impl::SwitchyardTileMatmulsBase<TileMatmulsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    MLIRContext *ctx = &getContext();
+    SmallVector<linalg::LinalgOp> products;
+    func.walk([&](linalg::LinalgOp op) {
+      if (isa<linalg::MatmulOp, linalg::BatchMatmulOp>(op) &&
+          op.hasPureTensorSemantics())
+        products.push_back(op);
+    });
+
+    IRRewriter rewriter(ctx);
+    for (linalg::LinalgOp op : products)
+      if (failed(tile(rewriter, op)))
+        return signalPassFailure();
+
+    // Fold the tile sizes of full tiles to constants, so that their slices
+    // and products get static shapes.
+    RewritePatternSet patterns(ctx);
+    for (StringRef name :
+         {"affine.min", "affine.apply", "tensor.extract_slice",
+          "tensor.insert_slice", "tensor.cast", "scf.for", "scf.forall",
+          "linalg.matmul", "linalg.batch_matmul"})
+      if (auto info = RegisteredOperationName::lookup(name, ctx))
+        info->getCanonicalizationPatterns(patterns, ctx);
+    // Among them: folding tensor.cast into the products that use it.
+    ctx->getLoadedDialect<linalg::LinalgDialect>()->getCanonicalizationPatterns(
+        patterns);
+    if (failed(applyPatternsGreedily(func, std::move(patterns))))
+      return signalPassFailure();
+
+    SmallVector<linalg::LinalgOp> tiles;
+    func.walk([&](linalg::LinalgOp op) {
+      if (op->hasAttr(kRegisterTile))
+        tiles.push_back(op);
+    });
+    for (linalg::LinalgOp op : tiles) {
+      op->removeAttr(kRegisterTile);
+      if (!op.hasPureTensorSemantics() || op.hasDynamicShape())
+        continue; // an edge tile: stays scalar
+      rewriter.setInsertionPoint(op);
+      FailureOr<linalg::VectorizationResult> vectorized =
+          linalg::vectorize(rewriter, op);
+      if (failed(vectorized))
+        continue;
+      rewriter.replaceOp(op, vectorized->replacements);
+    }
+
+    // broadcast + mul + multi_reduction, as vectorization writes a product,
+    // back to vector.contract (which lowers to FMAs).
+    RewritePatternSet contractPatterns(ctx);
+    vector::populateVectorReductionToContractPatterns(contractPatterns);
+    // Without the unit batch dimension, the accumulator is a plain 2-D tile
+    // whose rows the outer-product lowering turns into FMAs.
+    vector::populateCastAwayVectorLeadingOneDimPatterns(contractPatterns);
+    vector::TransferReadOp::getCanonicalizationPatterns(contractPatterns, ctx);
+    vector::TransferWriteOp::getCanonicalizationPatterns(contractPatterns, ctx);
+    if (failed(applyPatternsGreedily(func, std::move(contractPatterns))))
+      return signalPassFailure();
+
+    // Keep each accumulator tile in registers across its reduction loop:
+    // the slice and transfer that read it, and those that write it back,
+    // move out of the loop, and the vector becomes a loop-carried value.
+    SmallVector<scf::ForOp> loops;
+    func.walk([&](scf::ForOp loop) { loops.push_back(loop); }); // innermost first
+    for (scf::ForOp loop : loops) {
+      moveLoopInvariantCode(cast<LoopLikeOpInterface>(loop.getOperation()));
+      hoistLoopInvariantSubsets(rewriter,
+                                cast<LoopLikeOpInterface>(loop.getOperation()));
+    }
+  }
+
+  LogicalResult tile(IRRewriter &rewriter, linalg::LinalgOp op) {
+    MLIRContext *ctx = &getContext();
+    bool batched = isa<linalg::BatchMatmulOp>(op);
+    auto sizes = [&](ArrayRef<int64_t> mnk) {
+      SmallVector<int64_t> all(mnk);
+      if (batched)
+        all.insert(all.begin(), 1);
+      return getAsIndexOpFoldResult(ctx, all);
+    };
+
+    // Blocks for threads: one expert, thread-tile-m x thread-tile-n outputs.
+    scf::SCFTilingOptions blocks;
+    blocks.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
+    blocks.setTileSizes(sizes({threadTileM, threadTileN, 0}));
+    rewriter.setInsertionPoint(op);
+    FailureOr<scf::SCFTilingResult> outer = scf::tileUsingSCF(
+        rewriter, cast<TilingInterface>(op.getOperation()), blocks);
+    if (failed(outer))
+      return op.emitError("cannot tile into parallel blocks");
+    rewriter.replaceOp(op, outer->replacements);
+
+    // Reduction blocks: a register-tile-n wide panel of the right operand
+    // over reduction-tile-k steps stays in the L1 cache while every row
+    // tile of the block passes over it.
+    Operation *block = outer->tiledOps.front();
+    scf::SCFTilingOptions panels;
+    panels.setTileSizes(sizes({0, 0, reductionTileK}));
+    rewriter.setInsertionPoint(block);
+    FailureOr<scf::SCFTilingResult> middle = scf::tileUsingSCF(
+        rewriter, cast<TilingInterface>(block), panels);
+    if (failed(middle))
+      return block->emitError("cannot tile the reduction");
+    rewriter.replaceOp(block, middle->replacements);
+    block = middle->tiledOps.front();
+
+    // Register tiles, columns outside rows (so the panel is reused), the
+    // reduction innermost, one step at a time.
+    scf::SCFTilingOptions registers;
+    registers.setTileSizes(sizes({registerTileM, registerTileN, 1}));
+    registers.setInterchange(batched ? SmallVector<int64_t>{0, 2, 1, 3}
+                                     : SmallVector<int64_t>{1, 0, 2});
+    rewriter.setInsertionPoint(block);
+    FailureOr<scf::SCFTilingResult> inner = scf::tileUsingSCF(
+        rewriter, cast<TilingInterface>(block), registers);
+    if (failed(inner))
+      return block->emitError("cannot tile into register tiles");
+    rewriter.replaceOp(block, inner->replacements);
+    inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));
+
+    // Peel the column and row loops: full tiles get static sizes, the
+    // remainder runs once after them.
+    unsigned first = batched ? 1 : 0;
+    for (unsigned i = first; i < first + 2 && i < inner->loops.size(); ++i) {
+      auto loop = dyn_cast<scf::ForOp>(inner->loops[i].getOperation());
+      if (!loop)
+        continue;
+      scf::ForOp partial;
+      (void)scf::peelForLoopAndSimplifyBounds(rewriter, loop, partial);
+    }
+    return success();
+  }
+};
+
+} // namespace

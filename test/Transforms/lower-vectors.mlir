@@ -1,0 +1,34 @@
+// RUN: moe-opt %s --switchyard-lower-vectors | FileCheck %s
+
+// A register tile as switchyard-tile-matmuls leaves it, bufferized: the
+// accumulator carried through the reduction loop, the left column and the
+// right row read as broadcasts. Each reduction step becomes one FMA on the
+// whole tile (convert-vector-to-llvm makes it one FMA a row, on whole SIMD
+// vectors: a broadcast element of the left column times the right row).
+
+// CHECK-LABEL: func.func @tile
+// CHECK: scf.for {{.*}} -> (vector<4x16xf32>)
+// CHECK-NOT: vector.contract
+// CHECK: vector.load {{.*}} : memref<16xf32, {{.*}}>, vector<16xf32>
+// CHECK: vector.fma {{.*}} : vector<4x16xf32>
+// CHECK-NOT: vector.fma
+// CHECK: scf.yield
+#lhs = affine_map<(d0, d1) -> (d0, 0, d1)>
+#rhs = affine_map<(d0, d1) -> (0, d1, d0)>
+#id = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
+#acc = affine_map<(d0, d1, d2) -> (d0, d1)>
+func.func @tile(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: vector<4x16xf32>) -> vector<4x16xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %pad = ub.poison : f32
+  %r = scf.for %k = %c0 to %c8 step %c1 iter_args(%acc = %c) -> (vector<4x16xf32>) {
+    %sa = memref.subview %a[0, %k] [4, 1] [1, 1] : memref<4x8xf32> to memref<4x1xf32, strided<[8, 1], offset: ?>>
+    %sb = memref.subview %b[%k, 0] [1, 16] [1, 1] : memref<8x16xf32> to memref<1x16xf32, strided<[16, 1], offset: ?>>
+    %l = vector.transfer_read %sa[%c0, %c0], %pad {in_bounds = [true, true, true], permutation_map = #lhs} : memref<4x1xf32, strided<[8, 1], offset: ?>>, vector<4x16x1xf32>
+    %r = vector.transfer_read %sb[%c0, %c0], %pad {in_bounds = [true, true, true], permutation_map = #rhs} : memref<1x16xf32, strided<[16, 1], offset: ?>>, vector<4x16x1xf32>
+    %n = vector.contract {indexing_maps = [#id, #id, #acc], iterator_types = ["parallel", "parallel", "reduction"], kind = #vector.kind<add>} %l, %r, %acc : vector<4x16x1xf32>, vector<4x16x1xf32> into vector<4x16xf32>
+    scf.yield %n : vector<4x16xf32>
+  }
+  return %r : vector<4x16xf32>
+}
