@@ -116,30 +116,37 @@ struct TileMatmulsPass
       return getAsIndexOpFoldResult(ctx, all);
     };
 
+    // Tiles `target` with `options`, replacing it; returns the tiled op and
+    // its loops.
+    auto tileOnce = [&](Operation *target, const scf::SCFTilingOptions &options,
+                        StringRef what) -> FailureOr<scf::SCFTilingResult> {
+      rewriter.setInsertionPoint(target);
+      FailureOr<scf::SCFTilingResult> tiled = scf::tileUsingSCF(
+          rewriter, cast<TilingInterface>(target), options);
+      if (failed(tiled))
+        return target->emitError("cannot tile ") << what;
+      rewriter.replaceOp(target, tiled->replacements);
+      return tiled;
+    };
+
     // Blocks for threads: one expert, thread-tile-m x thread-tile-n outputs.
     scf::SCFTilingOptions blocks;
     blocks.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
     blocks.setTileSizes(sizes({threadTileM, threadTileN, 0}));
-    rewriter.setInsertionPoint(op);
-    FailureOr<scf::SCFTilingResult> outer = scf::tileUsingSCF(
-        rewriter, cast<TilingInterface>(op.getOperation()), blocks);
+    FailureOr<scf::SCFTilingResult> outer =
+        tileOnce(op, blocks, "into parallel blocks");
     if (failed(outer))
-      return op.emitError("cannot tile into parallel blocks");
-    rewriter.replaceOp(op, outer->replacements);
+      return failure();
 
     // Reduction blocks: a register-tile-n wide panel of the right operand
     // over reduction-tile-k steps stays in the L1 cache while every row
     // tile of the block passes over it.
-    Operation *block = outer->tiledOps.front();
     scf::SCFTilingOptions panels;
     panels.setTileSizes(sizes({0, 0, reductionTileK}));
-    rewriter.setInsertionPoint(block);
-    FailureOr<scf::SCFTilingResult> middle = scf::tileUsingSCF(
-        rewriter, cast<TilingInterface>(block), panels);
+    FailureOr<scf::SCFTilingResult> middle =
+        tileOnce(outer->tiledOps.front(), panels, "the reduction");
     if (failed(middle))
-      return block->emitError("cannot tile the reduction");
-    rewriter.replaceOp(block, middle->replacements);
-    block = middle->tiledOps.front();
+      return failure();
 
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.
@@ -147,12 +154,10 @@ struct TileMatmulsPass
     registers.setTileSizes(sizes({registerTileM, registerTileN, 1}));
     registers.setInterchange(batched ? SmallVector<int64_t>{0, 2, 1, 3}
                                      : SmallVector<int64_t>{1, 0, 2});
-    rewriter.setInsertionPoint(block);
-    FailureOr<scf::SCFTilingResult> inner = scf::tileUsingSCF(
-        rewriter, cast<TilingInterface>(block), registers);
+    FailureOr<scf::SCFTilingResult> inner =
+        tileOnce(middle->tiledOps.front(), registers, "into register tiles");
     if (failed(inner))
-      return block->emitError("cannot tile into register tiles");
-    rewriter.replaceOp(block, inner->replacements);
+      return failure();
     inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));
 
     // Peel the column and row loops: full tiles get static sizes, the
