@@ -31,6 +31,42 @@ namespace {
 /// Marks the register tiles to vectorize once their shapes are static.
 constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
 
+/// The loops of a matrix product: `outer` (batch dimensions, and row
+/// dimensions other than the innermost) are taken one at a time; `m`, `n`
+/// and `k` are the rows, columns and reduction of its matrix form.
+struct ProductDims {
+  SmallVector<unsigned> outer;
+  unsigned m, n, k;
+};
+
+/// Matrix products in any form (named or generic, with broadcast or
+/// transposed operands) whose columns are the innermost dimension of the
+/// result, so that register tiles load and store whole rows.
+std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
+      !linalg::isaContractionOpInterface(op))
+    return std::nullopt;
+  auto resultType = dyn_cast<RankedTensorType>(op.getDpsInits()[0].getType());
+  if (!resultType || !resultType.getElementType().isF32())
+    return std::nullopt;
+  FailureOr<linalg::ContractionDimensions> dims =
+      linalg::inferContractionDims(op);
+  if (failed(dims) || dims->m.empty() || dims->n.size() != 1 ||
+      dims->k.size() != 1)
+    return std::nullopt;
+  AffineMap result = op.getIndexingMapMatchingResult(op->getResult(0));
+  if (result.getNumResults() == 0 ||
+      result.getResults().back() != getAffineDimExpr(dims->n[0], op.getContext()))
+    return std::nullopt;
+  ProductDims p;
+  p.outer.assign(dims->batch.begin(), dims->batch.end());
+  p.outer.append(dims->m.begin(), dims->m.end() - 1);
+  p.m = dims->m.back();
+  p.n = dims->n[0];
+  p.k = dims->k[0];
+  return p;
+}
+
 struct TileMatmulsPass
     : switchyard::impl::SwitchyardTileMatmulsBase<TileMatmulsPass> {
   using Base::Base;
@@ -38,16 +74,15 @@ struct TileMatmulsPass
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     MLIRContext *ctx = &getContext();
-    SmallVector<linalg::LinalgOp> products;
+    SmallVector<std::pair<linalg::LinalgOp, ProductDims>> products;
     func.walk([&](linalg::LinalgOp op) {
-      if (isa<linalg::MatmulOp, linalg::BatchMatmulOp>(op) &&
-          op.hasPureTensorSemantics())
-        products.push_back(op);
+      if (std::optional<ProductDims> dims = getProductDims(op))
+        products.push_back({op, *dims});
     });
 
     IRRewriter rewriter(ctx);
-    for (linalg::LinalgOp op : products)
-      if (failed(tile(rewriter, op)))
+    for (auto [op, dims] : products)
+      if (failed(tile(rewriter, op, dims)))
         return signalPassFailure();
 
     // Fold the tile sizes of full tiles to constants, so that their slices
@@ -106,13 +141,18 @@ struct TileMatmulsPass
     }
   }
 
-  LogicalResult tile(IRRewriter &rewriter, linalg::LinalgOp op) {
+  LogicalResult tile(IRRewriter &rewriter, linalg::LinalgOp op,
+                     const ProductDims &dims) {
     MLIRContext *ctx = &getContext();
-    bool batched = isa<linalg::BatchMatmulOp>(op);
-    auto sizes = [&](ArrayRef<int64_t> mnk) {
-      SmallVector<int64_t> all(mnk);
-      if (batched)
-        all.insert(all.begin(), 1);
+    unsigned numLoops = op.getNumLoops();
+    // Tile sizes by loop: `outer` for the outer dimensions, then m, n, k.
+    auto sizes = [&](int64_t outer, int64_t m, int64_t n, int64_t k) {
+      SmallVector<int64_t> all(numLoops, 0);
+      for (unsigned d : dims.outer)
+        all[d] = outer;
+      all[dims.m] = m;
+      all[dims.n] = n;
+      all[dims.k] = k;
       return getAsIndexOpFoldResult(ctx, all);
     };
 
@@ -132,7 +172,7 @@ struct TileMatmulsPass
     // Blocks for threads: one expert, thread-tile-m x thread-tile-n outputs.
     scf::SCFTilingOptions blocks;
     blocks.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
-    blocks.setTileSizes(sizes({threadTileM, threadTileN, 0}));
+    blocks.setTileSizes(sizes(1, threadTileM, threadTileN, 0));
     FailureOr<scf::SCFTilingResult> outer =
         tileOnce(op, blocks, "into parallel blocks");
     if (failed(outer))
@@ -142,7 +182,7 @@ struct TileMatmulsPass
     // over reduction-tile-k steps stays in the L1 cache while every row
     // tile of the block passes over it.
     scf::SCFTilingOptions panels;
-    panels.setTileSizes(sizes({0, 0, reductionTileK}));
+    panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
     FailureOr<scf::SCFTilingResult> middle =
         tileOnce(outer->tiledOps.front(), panels, "the reduction");
     if (failed(middle))
@@ -151,9 +191,13 @@ struct TileMatmulsPass
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.
     scf::SCFTilingOptions registers;
-    registers.setTileSizes(sizes({registerTileM, registerTileN, 1}));
-    registers.setInterchange(batched ? SmallVector<int64_t>{0, 2, 1, 3}
-                                     : SmallVector<int64_t>{1, 0, 2});
+    registers.setTileSizes(sizes(0, registerTileM, registerTileN, 1));
+    SmallVector<int64_t> order;
+    for (unsigned d = 0; d < numLoops; ++d)
+      if (d != dims.m && d != dims.n && d != dims.k)
+        order.push_back(d);
+    order.append({dims.n, dims.m, dims.k});
+    registers.setInterchange(order);
     FailureOr<scf::SCFTilingResult> inner =
         tileOnce(middle->tiledOps.front(), registers, "into register tiles");
     if (failed(inner))
@@ -162,8 +206,8 @@ struct TileMatmulsPass
 
     // Peel the column and row loops: full tiles get static sizes, the
     // remainder runs once after them.
-    unsigned first = batched ? 1 : 0;
-    for (unsigned i = first; i < first + 2 && i < inner->loops.size(); ++i) {
+    // (The register tiling made loops for n, m and k only, in that order.)
+    for (unsigned i = 0; i < 2 && i < inner->loops.size(); ++i) {
       auto loop = dyn_cast<scf::ForOp>(inner->loops[i].getOperation());
       if (!loop)
         continue;
