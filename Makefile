@@ -14,7 +14,7 @@ MOE_OPT := $(BUILD_DIR)/bin/moe-opt
 MOEC := $(BUILD_DIR)/bin/moec
 EXAMPLE_EXE := $(BUILD_DIR)/examples/$(basename $(notdir $(EXAMPLE)))
 
-.PHONY: all deps configure build python run test check-lit check-python docs clean
+.PHONY: all deps configure build python run test check-lit check-python bench docs clean
 
 all: build
 
@@ -54,6 +54,12 @@ check-python: build python
 	SWITCHYARD_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q -n auto test/reference test/Integration test/python
 
 test: check-lit check-python
+
+# The CPU benchmark against PyTorch eager (bench/RESULTS.md). PyTorch comes
+# from Debian (python3-torch), with OpenBLAS as the system BLAS.
+bench: python
+	@scripts/install-deps.sh --bench
+	$(PYTHON) bench/run.py
 
 # Refresh the generated docs in docs/ after an ODS or Passes.td change.
 docs: configure

@@ -10,6 +10,12 @@ APT_PACKAGES=(llvm-22-dev libmlir-22-dev mlir-22-tools clang-22 libomp-22-dev
 PY_PACKAGES=(numpy:numpy pytest:pytest xdist:pytest-xdist ml_dtypes:ml_dtypes
              nanobind:nanobind yaml:pyyaml scikit_build_core:scikit-build-core)
 
+# `--bench`: also what bench/ compares against (PyTorch eager from Debian,
+# with OpenBLAS as the system BLAS instead of the reference one).
+if [[ "${1:-}" == "--bench" ]]; then
+  APT_PACKAGES+=(python3-torch libopenblas0-pthread)
+fi
+
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

@@ -1,0 +1,189 @@
+"""Switchyard's CPU benchmark: `make bench` (or `python3 bench/run.py`).
+
+For each configuration of issue 6 it times Switchyard (the default CPU
+pipeline, through the switchyard package) and PyTorch eager written from
+SEMANTICS.md (bench/moe_torch.py under Debian's python3-torch, in a
+subprocess), and measures the machine's ceilings in the same run: sgemm
+GFLOP/s (numpy/OpenBLAS, 2048^3) for compute-bound layers, copy bandwidth
+(one numpy copy, read + write bytes) for the weight-bound Soft MoE layer.
+Prints one table of medians and spreads (min-max), and the scaling tables.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import ml_dtypes
+import numpy as np
+
+import switchyard as sy
+
+HERE = pathlib.Path(__file__).resolve().parent
+TORCH_PYTHON = os.environ.get("TORCH_PYTHON", "/usr/bin/python3")
+
+CONFIGS = [
+    dict(name="switch", layer="moe", batch=4, seq_len=512, d_model=768, d_ff=3072, experts=8,
+         top_k=1, capacity_factor=1.25, activation="relu", dtype="f32", bound="compute"),
+    dict(name="soft-b16", layer="soft_moe", batch=8, seq_len=196, d_model=768, d_ff=3072,
+         experts=128, slots_per_expert=1, activation="gelu", dtype="f32", bound="weights"),
+    dict(name="top2-swiglu", layer="moe", batch=4, seq_len=512, d_model=1024, d_ff=2816,
+         experts=8, top_k=2, capacity_factor=1.25, activation="swiglu", dtype="f32",
+         bound="compute"),
+    dict(name="expert-choice", layer="expert_choice", batch=4, seq_len=512, d_model=768,
+         d_ff=3072, experts=8, capacity_factor=2.0, activation="relu", dtype="f32",
+         bound="compute"),
+    dict(name="switch-bf16", layer="moe", batch=4, seq_len=512, d_model=768, d_ff=3072,
+         experts=8, top_k=1, capacity_factor=1.25, activation="relu", dtype="bf16",
+         bound="compute"),
+    dict(name="soft-b16-bf16", layer="soft_moe", batch=8, seq_len=196, d_model=768, d_ff=3072,
+         experts=128, slots_per_expert=1, activation="gelu", dtype="bf16", bound="weights"),
+]
+LAYER_KEYS = ("layer", "experts", "d_ff", "activation", "top_k", "capacity_factor",
+              "slots_per_expert")
+
+
+def median_spread(times):
+    return statistics.median(times), min(times), max(times)
+
+
+def sgemm_gflops(runs):
+    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
+    b = a.copy()
+    a @ b
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * 2048 ** 3 / statistics.median(times) / 1e9
+
+
+def copy_gbps(runs):
+    src = np.ones(128 * 2 ** 20, dtype=np.float32)  # 512 MiB
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.nbytes / statistics.median(times) / 1e9
+
+
+def model_of(config, batch=None, experts=None):
+    block = {k: config[k] for k in LAYER_KEYS if k in config}
+    block["norm"] = "rms"
+    if experts:
+        block["experts"] = experts
+    return sy.Model(d_model=config["d_model"], seq_len=config["seq_len"], dtype=config["dtype"],
+                    name=config["name"], blocks=[block])
+
+
+def time_switchyard(compiled, config, batch, runs):
+    x = np.random.default_rng(1).standard_normal(
+        (batch, config["seq_len"], config["d_model"]), dtype=np.float32)
+    if config["dtype"] == "bf16":
+        x = x.astype(ml_dtypes.bfloat16)
+    result = compiled(x, seed=0)  # warm-up; binds the weights
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        compiled(x, seed=0)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times, result.useful_flops
+
+
+def time_torch(config, batch, runs, experts=None):
+    request = dict(config, batch=batch, threads=2, warmup=1, runs=runs)
+    if experts:
+        request["experts"] = experts
+    proc = subprocess.run([TORCH_PYTHON, str(HERE / "moe_torch.py")], input=json.dumps(request),
+                          capture_output=True, text=True)
+    if proc.returncode:
+        return None
+    return json.loads(proc.stdout)["times_ms"]
+
+
+def weight_bytes(compiled):
+    size = {"f32": 4, "bf16": 2, "f16": 2}
+    return sum(int(np.prod(shape)) * size[dtype] for shape, dtype in compiled.weights.values())
+
+
+def fmt(times):
+    if not times:
+        return "n/a"
+    m, lo, hi = median_spread(times)
+    return f"{m:8.1f} ({lo:.0f}-{hi:.0f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated configuration names")
+    parser.add_argument("--no-scaling", action="store_true")
+    args = parser.parse_args()
+
+    gemm = sgemm_gflops(args.runs)
+    bandwidth = copy_gbps(args.runs)
+    print(f"# Switchyard CPU benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"# ceilings measured now: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
+          f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
+    print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
+          "'fused' is not there yet (no fusion passes): Switchyard = the default pipeline")
+    print()
+    header = (f"| config | B | useful GFLOP | Switchyard ms | PyTorch eager ms | speedup "
+              f"| useful GFLOP/s | vs ceiling |")
+    print(header)
+    print("|" + "---|" * 8)
+    only = set(args.only.split(",")) if args.only else None
+    for config in CONFIGS:
+        if only and config["name"] not in only:
+            continue
+        compiled = sy.compile(model_of(config))
+        sy_times, flops = time_switchyard(compiled, config, config["batch"], args.runs)
+        torch_times = time_torch(config, config["batch"], args.runs)
+        med = statistics.median(sy_times)
+        speedup = (f"{statistics.median(torch_times) / med:.2f}x" if torch_times else "n/a")
+        rate = flops / (med * 1e6)
+        if config["bound"] == "compute":
+            ceiling = f"{rate / gemm:.0%} of sgemm"
+        else:
+            stream_ms = weight_bytes(compiled) / (bandwidth * 1e9) * 1e3
+            ceiling = f"{med / stream_ms:.2f}x weight stream ({stream_ms:.0f} ms)"
+        print(f"| {config['name']} | {config['batch']} | {flops / 1e9:.2f} | {fmt(sy_times)} | "
+              f"{fmt(torch_times)} | {speedup} | {rate:.1f} | {ceiling} |", flush=True)
+
+    if args.no_scaling:
+        return
+    switch = CONFIGS[0]
+    print("\n# scaling with the batch (switch config)\n")
+    print("| B | Switchyard ms | PyTorch eager ms | useful GFLOP/s |")
+    print("|---|---|---|---|")
+    compiled = sy.compile(model_of(switch))
+    for batch in (1, 4, 16, 64):
+        runs = max(2, args.runs // (1 + batch // 16))
+        sy_times, flops = time_switchyard(compiled, switch, batch, runs)
+        torch_times = time_torch(switch, batch, runs)
+        print(f"| {batch} | {fmt(sy_times)} | {fmt(torch_times)} | "
+              f"{flops / (statistics.median(sy_times) * 1e6):.1f} |", flush=True)
+    print("\n# scaling with the experts at fixed tokens (switch config, B=4)\n")
+    print("| E | Switchyard ms | PyTorch eager ms | useful GFLOP/s |")
+    print("|---|---|---|---|")
+    for experts in (8, 32, 128):
+        compiled = sy.compile(model_of(switch, experts=experts))
+        sy_times, flops = time_switchyard(compiled, switch, 4, args.runs)
+        torch_times = time_torch(switch, 4, args.runs, experts=experts)
+        print(f"| {experts} | {fmt(sy_times)} | {fmt(torch_times)} | "
+              f"{flops / (statistics.median(sy_times) * 1e6):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
