@@ -3,9 +3,10 @@
 // Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
 //
 // SEMANTICS.md section 5. Logits in f32; the softmax over tokens (dispatch)
-// and over slots (combine) subtract their maximum. Slot s = e * p + q is
-// addressed by the affine expression e * p + q, so slot tensors keep the
-// [n, NG, p, D] layout the experts consume without a transpose.
+// and over slots (combine) subtract their maximum. Both mixes are batched
+// matrix products over the materialized softmax weights; slot s = e * p + q,
+// and slot tensors are transposed to and from the [n, NG, p, D] layout the
+// experts consume.
 //
 //===----------------------------------------------------------------------===//
 
@@ -119,12 +120,52 @@ struct SoftLogitsLowering : OpConversionPattern<moe::SoftLogitsOp> {
   }
 };
 
-/// acc + softmax weight (from logit, max, sum) * f32(value): the body of
-/// both soft mixes, whose inputs are (logits, max, sum, values).
-Value accumulateWeighted(OpBuilder &b, Location loc, ValueRange in, Value acc) {
-  Value w = softmaxWeight(b, loc, in[0], in[1], in[2]);
-  Value v = convertScalar(b, loc, in[3], b.getF32Type());
-  return arith::AddFOp::create(b, loc, acc, arith::MulFOp::create(b, loc, w, v));
+/// The softmax of rank-3 f32 `logits` over `reducedDim` (1: over tokens, 2:
+/// over slots), materialized: [NG, m, n*p] f32, a few hundred kilobytes
+/// even for Soft MoE B/16, so that each weight's exp is computed once.
+Value softmaxWeights(OpBuilder &b, Location loc, Value logits,
+                     unsigned reducedDim) {
+  MLIRContext *ctx = b.getContext();
+  auto [max, sum] = softmaxStats(b, loc, logits, reducedDim);
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
+  AffineMap stats = AffineMap::get(
+      3, 0, {d(0), reducedDim == 1 ? d(2) : d(1)}, ctx);
+  Value init = tensor::EmptyOp::create(b, loc, sizesOf(b, loc, logits),
+                                       b.getF32Type());
+  return buildGeneric(b, loc, ValueRange{logits, max, sum}, init,
+                      {id, stats, stats, id}, parallelIterators(3),
+                      [&](OpBuilder &b, Location loc, ValueRange args) {
+                        linalg::YieldOp::create(
+                            b, loc,
+                            softmaxWeight(b, loc, args[0], args[1], args[2]));
+                      });
+}
+
+/// out[g, r, c] = sum_t lhs(g, r, t) * f32(rhs[g, t, c]): a batched matrix
+/// product in the form switchyard-tile-matmuls tiles and vectorizes.
+/// `lhsTransposed` reads lhs as [g, t, r].
+Value batchedProduct(OpBuilder &b, Location loc, Value lhs, Value rhs,
+                     bool lhsTransposed, OpFoldResult rows) {
+  MLIRContext *ctx = b.getContext();
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  Type f32 = b.getF32Type();
+  // Iteration (g, r, c, t).
+  AffineMap lhsMap = lhsTransposed ? AffineMap::get(4, 0, {d(0), d(3), d(1)}, ctx)
+                                   : AffineMap::get(4, 0, {d(0), d(1), d(3)}, ctx);
+  return reduce(
+      b, loc, ValueRange{lhs, rhs},
+      {tensor::getMixedSize(b, loc, rhs, 0), rows,
+       tensor::getMixedSize(b, loc, rhs, 2)},
+      0.0,
+      {lhsMap, AffineMap::get(4, 0, {d(0), d(3), d(2)}, ctx),
+       AffineMap::get(4, 0, {d(0), d(1), d(2)}, ctx)},
+      {kPar, kPar, kPar, kRed},
+      [&](OpBuilder &b, Location loc, ValueRange in, Value acc) {
+        Value prod = arith::MulFOp::create(b, loc, convertScalar(b, loc, in[0], f32),
+                                           convertScalar(b, loc, in[1], f32));
+        return arith::AddFOp::create(b, loc, acc, prod).getResult();
+      });
 }
 
 struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
@@ -133,30 +174,33 @@ struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
   LogicalResult
   matchAndRewrite(moe::SoftDispatchOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &b) const override {
-    // Xs[e, g, q, :] = sum_i softmax_i(L[g, :, e*p+q]) x[g, i, :].
+    // Xs[g, s, :] = sum_i softmax_i(L[g, :, s]) x[g, i, :], then the slots
+    // s = e*p+q laid out as [n, NG, p, D] for the experts.
     Location loc = op.getLoc();
-    MLIRContext *ctx = getContext();
     Value x = adaptor.getX(), logits = adaptor.getLogits();
     int64_t p = op.getSlotsPerExpert();
-    auto [max, sum] = softmaxStats(b, loc, logits, /*reducedDim=*/1);
-    auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
-    // Iteration (e, g, q, d, i).
-    AffineExpr slot = d(0) * p + d(2);
     auto slotsType = cast<ShapedType>(op.getSlots().getType());
-    SmallVector<OpFoldResult> sizes = {
-        b.getIndexAttr(slotsType.getDimSize(0)),
-        tensor::getMixedSize(b, loc, x, 0), b.getIndexAttr(p),
-        tensor::getMixedSize(b, loc, x, 2)};
-    Value mixed = reduce(
-        b, loc, ValueRange{logits, max, sum, x}, sizes, 0.0,
-        {AffineMap::get(5, 0, {d(1), d(4), slot}, ctx),
-         AffineMap::get(5, 0, {d(1), slot}, ctx),
-         AffineMap::get(5, 0, {d(1), slot}, ctx),
-         AffineMap::get(5, 0, {d(1), d(4), d(3)}, ctx),
-         AffineMap::get(5, 0, {d(0), d(1), d(2), d(3)}, ctx)},
-        {kPar, kPar, kPar, kPar, kRed},
-        accumulateWeighted);
-    b.replaceOp(op, truncateTo(b, loc, mixed, elementType(x)));
+    int64_t n = slotsType.getDimSize(0);
+    Value weights = softmaxWeights(b, loc, logits, /*reducedDim=*/1);
+    Value mixed = batchedProduct(b, loc, weights, x, /*lhsTransposed=*/true,
+                                 b.getIndexAttr(n * p));
+    // [NG, n*p, D] -> [NG, n, p, D] -> [n, NG, p, D].
+    SmallVector<OpFoldResult> sizes = sizesOf(b, loc, mixed);
+    Value expanded = tensor::ExpandShapeOp::create(
+        b, loc,
+        RankedTensorType::get({cast<ShapedType>(mixed.getType()).getDimSize(0),
+                               n, p, slotsType.getDimSize(3)},
+                              b.getF32Type()),
+        mixed, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
+        SmallVector<OpFoldResult>{sizes[0], b.getIndexAttr(n),
+                                  b.getIndexAttr(p), sizes[2]});
+    Value init = tensor::EmptyOp::create(
+        b, loc, {b.getIndexAttr(n), sizes[0], b.getIndexAttr(p), sizes[2]},
+        b.getF32Type());
+    Value slots = linalg::TransposeOp::create(b, loc, expanded, init,
+                                              ArrayRef<int64_t>{1, 0, 2, 3})
+                      ->getResult(0);
+    b.replaceOp(op, truncateTo(b, loc, slots, elementType(x)));
     return success();
   }
 };
@@ -167,28 +211,25 @@ struct SoftCombineLowering : OpConversionPattern<moe::SoftCombineOp> {
   LogicalResult
   matchAndRewrite(moe::SoftCombineOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &b) const override {
-    // Y[g, i, :] = sum_s softmax_s(L[g, i, :]) Ys[s], s = e*p+q.
+    // Ys [n, NG, p, D] -> [NG, n*p, D], then
+    // Y[g, i, :] = sum_s softmax_s(L[g, i, :]) Ys[g, s, :].
     Location loc = op.getLoc();
-    MLIRContext *ctx = getContext();
     Value logits = adaptor.getLogits(), slots = adaptor.getSlotOutputs();
-    int64_t p = cast<ShapedType>(slots.getType()).getDimSize(2);
-    auto [max, sum] = softmaxStats(b, loc, logits, /*reducedDim=*/2);
-    auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
-    // Iteration (g, i, d, e, q).
-    AffineExpr slot = d(3) * p + d(4);
-    SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, logits, 0),
-                                       tensor::getMixedSize(b, loc, logits, 1),
-                                       tensor::getMixedSize(b, loc, slots, 3)};
-    Value mixed = reduce(
-        b, loc, ValueRange{logits, max, sum, slots}, sizes, 0.0,
-        {AffineMap::get(5, 0, {d(0), d(1), slot}, ctx),
-         AffineMap::get(5, 0, {d(0), d(1)}, ctx),
-         AffineMap::get(5, 0, {d(0), d(1)}, ctx),
-         AffineMap::get(5, 0, {d(3), d(0), d(4), d(2)}, ctx),
-         AffineMap::get(5, 0, {d(0), d(1), d(2)}, ctx)},
-        {kPar, kPar, kPar, kRed, kRed},
-        accumulateWeighted);
-    b.replaceOp(op, truncateTo(b, loc, mixed, elementType(slots)));
+    auto slotsType = cast<ShapedType>(slots.getType());
+    SmallVector<OpFoldResult> sizes = sizesOf(b, loc, slots);
+    Value init = tensor::EmptyOp::create(b, loc,
+                                         {sizes[1], sizes[0], sizes[2], sizes[3]},
+                                         slotsType.getElementType());
+    Value byGroup = linalg::TransposeOp::create(b, loc, slots, init,
+                                                ArrayRef<int64_t>{1, 0, 2, 3})
+                        ->getResult(0);
+    Value collapsed = tensor::CollapseShapeOp::create(
+        b, loc, byGroup, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
+    Value weights = softmaxWeights(b, loc, logits, /*reducedDim=*/2);
+    Value mixed = batchedProduct(b, loc, weights, collapsed,
+                                 /*lhsTransposed=*/false,
+                                 tensor::getMixedSize(b, loc, logits, 1));
+    b.replaceOp(op, truncateTo(b, loc, mixed, slotsType.getElementType()));
     return success();
   }
 };

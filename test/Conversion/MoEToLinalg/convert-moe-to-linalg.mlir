@@ -109,16 +109,38 @@ func.func @grouped_experts(%rows: tensor<?x16xf32>, %off: tensor<5xi64>,
 
 // -----
 
-// Soft dispatch: slot s = e * p + q is read through an affine expression,
-// weighted by a softmax over tokens.
+// Soft dispatch: the softmax over tokens, materialized (one exp a weight),
+// then a batched product over the tokens into [NG, n*p, D], then the slots
+// s = e * p + q laid out as [n, NG, p, D].
 
-// CHECK-DAG: #[[$L:.+]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d4, d0 * 2 + d2)>
+// CHECK-DAG: #[[$W:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d3, d1)>
+// CHECK-DAG: #[[$X:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d3, d2)>
 // CHECK-LABEL: func.func @soft_dispatch
-// CHECK:       linalg.generic {indexing_maps = [#[[$L]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "parallel", "reduction"]}
+// CHECK:       %[[W:.+]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel"]}
 // CHECK:         math.exp
 // CHECK:         arith.divf
+// CHECK:       %[[P:.+]] = linalg.generic {indexing_maps = [#[[$W]], #[[$X]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %{{.*}} : tensor<2x8x4xf32>, tensor<2x8x16xf32>) outs({{.*}} : tensor<2x4x16xf32>)
+// CHECK:       %[[E:.+]] = tensor.expand_shape %[[P]] {{\[\[}}0], [1, 2], [3]] output_shape [2, 2, 2, 16] : tensor<2x4x16xf32> into tensor<2x2x2x16xf32>
+// CHECK:       linalg.transpose ins(%[[E]] : tensor<2x2x2x16xf32>) outs({{.*}}) permutation = [1, 0, 2, 3]
 func.func @soft_dispatch(%x: tensor<2x8x16xf32>, %l: tensor<2x8x4xf32>) -> tensor<2x2x2x16xf32> {
   %s = moe.soft_dispatch %x, %l {slots_per_expert = 2 : i64}
       : (tensor<2x8x16xf32>, tensor<2x8x4xf32>) -> tensor<2x2x2x16xf32>
   return %s : tensor<2x2x2x16xf32>
+}
+
+// -----
+
+// Soft combine: the slot outputs regrouped as [NG, n*p, D], the softmax over
+// slots materialized, then one batched product over the slots.
+
+// CHECK-LABEL: func.func @soft_combine
+// CHECK:       %[[T:.+]] = linalg.transpose ins(%{{.*}} : tensor<2x2x2x16xf32>) outs({{.*}}) permutation = [1, 0, 2, 3]
+// CHECK:       %[[C:.+]] = tensor.collapse_shape %[[T]] {{\[\[}}0], [1, 2], [3]] : tensor<2x2x2x16xf32> into tensor<2x4x16xf32>
+// CHECK:       %[[W:.+]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel"]}
+// CHECK:         math.exp
+// CHECK:       linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %[[C]] : tensor<2x8x4xf32>, tensor<2x4x16xf32>) outs({{.*}} : tensor<2x8x16xf32>)
+func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> tensor<2x8x16xf32> {
+  %y = moe.soft_combine %l, %ys
+      : (tensor<2x8x4xf32>, tensor<2x2x2x16xf32>) -> tensor<2x8x16xf32>
+  return %y : tensor<2x8x16xf32>
 }
