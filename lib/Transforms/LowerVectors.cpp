@@ -39,6 +39,9 @@ struct LowerVectorsPass
       vector::populateCastAwayVectorLeadingOneDimPatterns(patterns);
       vector::populateVectorTransferDropUnitDimsPatterns(patterns);
       vector::populateVectorTransferPermutationMapLoweringPatterns(patterns);
+      // extf(broadcast(v)) -> broadcast(extf(v)): a bf16 register tile
+      // widens one row and one column a step, not the whole broadcast tile.
+      vector::populateSinkVectorOpsPatterns(patterns);
       vector::ContractionOp::getCanonicalizationPatterns(patterns, ctx);
       if (failed(applyPatternsGreedily(func, std::move(patterns))))
         return signalPassFailure();
