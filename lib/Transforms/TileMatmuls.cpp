@@ -145,6 +145,14 @@ struct TileMatmulsPass
                      const ProductDims &dims) {
     MLIRContext *ctx = &getContext();
     unsigned numLoops = op.getNumLoops();
+    // Narrow products (the router: one column per expert) get register
+    // tiles as wide as they are, so that they are vectorized too.
+    int64_t tileN = registerTileN, blockN = threadTileN;
+    SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+    if (!ShapedType::isDynamic(ranges[dims.n]) && ranges[dims.n] < tileN) {
+      tileN = ranges[dims.n];
+      blockN = ranges[dims.n];
+    }
     // Tile sizes by loop: `outer` for the outer dimensions, then m, n, k.
     auto sizes = [&](int64_t outer, int64_t m, int64_t n, int64_t k) {
       SmallVector<int64_t> all(numLoops, 0);
@@ -172,7 +180,7 @@ struct TileMatmulsPass
     // Blocks for threads: one expert, thread-tile-m x thread-tile-n outputs.
     scf::SCFTilingOptions blocks;
     blocks.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
-    blocks.setTileSizes(sizes(1, threadTileM, threadTileN, 0));
+    blocks.setTileSizes(sizes(1, threadTileM, blockN, 0));
     FailureOr<scf::SCFTilingResult> outer =
         tileOnce(op, blocks, "into parallel blocks");
     if (failed(outer))
@@ -191,7 +199,7 @@ struct TileMatmulsPass
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.
     scf::SCFTilingOptions registers;
-    registers.setTileSizes(sizes(0, registerTileM, registerTileN, 1));
+    registers.setTileSizes(sizes(0, registerTileM, tileN, 1));
     SmallVector<int64_t> order;
     for (unsigned d = 0; d < numLoops; ++d)
       if (d != dims.m && d != dims.n && d != dims.k)
