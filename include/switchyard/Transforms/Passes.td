@@ -54,7 +54,7 @@ def SwitchyardTileMatmuls
     products run near the machine's ceiling.
   }];
   let options = [
-    Option<"threadTileM", "thread-tile-m", "int64_t", "64",
+    Option<"threadTileM", "thread-tile-m", "int64_t", "256",
            "Rows of the output a parallel block computes">,
     Option<"threadTileN", "thread-tile-n", "int64_t", "256",
            "Columns of the output a parallel block computes">,
