@@ -9,6 +9,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/SCF/Transforms/Transforms.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/PatternMatch.h"
 
 namespace switchyard {
@@ -26,15 +27,22 @@ struct SerializeNestedParallelPass
   void runOnOperation() override {
     SmallVector<scf::ParallelOp> nested;
     getOperation().walk([&](scf::ParallelOp op) {
-      Operation *parent = op->getParentOp();
-      while (parent && !isa<func::FuncOp>(parent)) {
-        if (isa<scf::ForOp, scf::WhileOp, scf::ParallelOp, scf::ForallOp>(
-                parent)) {
-          nested.push_back(op);
-          return;
-        }
-        parent = parent->getParentOp();
+      bool inLoop = false, inParallel = false;
+      for (Operation *parent = op->getParentOp();
+           parent && !isa<func::FuncOp>(parent);
+           parent = parent->getParentOp()) {
+        inLoop |= isa<scf::ForOp, scf::WhileOp>(parent);
+        inParallel |= isa<scf::ParallelOp, scf::ForallOp>(parent);
       }
+      if (!inLoop && !inParallel)
+        return;
+      // The blocks of a matrix product inside a sequential loop (the
+      // per-expert products of the dropless form) are worth a team each.
+      bool product =
+          op->walk([](vector::FMAOp) { return WalkResult::interrupt(); })
+              .wasInterrupted();
+      if (inParallel || !product)
+        nested.push_back(op);
     });
     IRRewriter rewriter(&getContext());
     for (scf::ParallelOp op : nested) {

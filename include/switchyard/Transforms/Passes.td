@@ -99,7 +99,10 @@ def SwitchyardSerializeNestedParallel
     inner loops) would otherwise fork a team, or at least start a
     worksharing loop, on every iteration of its parent: with Debian's libomp,
     whose `__kmpc_for_static_init` formats a trace string on every call, that
-    cost 12% of a dense FFN block's time.
+    cost 12% of a dense FFN block's time. The one exception: the blocks of a
+    vectorized matrix product (a parallel loop holding `vector.fma`) inside
+    sequential loops only, like the per-expert products of the dropless
+    form, stay parallel; each is worth a team.
   }];
   let dependentDialects = ["::mlir::scf::SCFDialect"];
 }
