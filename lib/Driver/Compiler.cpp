@@ -36,14 +36,23 @@
 using namespace mlir;
 using namespace switchyard;
 
+static constexpr std::pair<Stage, llvm::StringLiteral> kStageNames[] = {
+    {Stage::Layer, "layer"},   {Stage::Routing, "routing"},
+    {Stage::Linalg, "linalg"}, {Stage::Loops, "loops"},
+    {Stage::LLVM, "llvm"}};
+
 std::optional<Stage> switchyard::parseStage(llvm::StringRef name) {
-  return llvm::StringSwitch<std::optional<Stage>>(name)
-      .Case("layer", Stage::Layer)
-      .Case("routing", Stage::Routing)
-      .Case("linalg", Stage::Linalg)
-      .Case("loops", Stage::Loops)
-      .Case("llvm", Stage::LLVM)
-      .Default(std::nullopt);
+  for (auto [stage, spelling] : kStageNames)
+    if (name == spelling)
+      return stage;
+  return std::nullopt;
+}
+
+llvm::StringRef switchyard::stringifyStage(Stage stage) {
+  for (auto [s, spelling] : kStageNames)
+    if (s == stage)
+      return spelling;
+  llvm_unreachable("unknown stage");
 }
 
 OwningOpRef<ModuleOp> switchyard::loadModel(llvm::SourceMgr &sourceMgr,

@@ -77,7 +77,7 @@ Expected<int64_t> switchyard::runtime::elementCount(ArrayRef<int64_t> shape,
   return count;
 }
 
-static std::string shapeString(ArrayRef<int64_t> shape) {
+std::string switchyard::runtime::shapeString(ArrayRef<int64_t> shape) {
   std::string s = "[";
   for (auto [i, d] : llvm::enumerate(shape))
     s += (i ? ", " : "") + std::to_string(d);

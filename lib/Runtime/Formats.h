@@ -33,6 +33,9 @@ size_t dtypeSize(DType t);
 llvm::Expected<int64_t> elementCount(llvm::ArrayRef<int64_t> shape,
                                      llvm::StringRef what);
 
+/// "[2, 3, 4]", as messages print shapes.
+std::string shapeString(llvm::ArrayRef<int64_t> shape);
+
 /// A view of a tensor's bytes, owned elsewhere.
 struct TensorView {
   DType dtype;

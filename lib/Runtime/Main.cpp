@@ -133,15 +133,9 @@ std::vector<char> loadInput(const Options &o, const Manifest &m,
   if (!array)
     die(toString(array.takeError()));
   const TensorView &v = array->view;
-  auto shapeText = [](ArrayRef<int64_t> s) {
-    std::string t = "[";
-    for (auto [i, d] : llvm::enumerate(s))
-      t += (i ? ", " : "") + std::to_string(d);
-    return t + "]";
-  };
   if (v.shape.size() != 3 || v.shape[1] != m.seqLen || v.shape[2] != m.dModel ||
       v.shape[0] < 1)
-    die("'" + o.input + "': input has shape " + shapeText(v.shape) +
+    die("'" + o.input + "': input has shape " + shapeString(v.shape) +
         ", expected [B, " + Twine(m.seqLen) + ", " + Twine(m.dModel) +
         "] with B >= 1");
   batch = v.shape[0];

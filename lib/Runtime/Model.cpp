@@ -193,13 +193,6 @@ void Model::randomWeights(uint64_t seed) {
 // Weights
 //===----------------------------------------------------------------------===//
 
-static std::string shapeString(ArrayRef<int64_t> shape) {
-  std::string s = "[";
-  for (auto [i, d] : llvm::enumerate(shape))
-    s += (i ? ", " : "") + std::to_string(d);
-  return s + "]";
-}
-
 std::optional<Model::Failure> Model::loadWeights(StringRef path) {
   Expected<std::unique_ptr<SafeTensorsFile>> opened =
       SafeTensorsFile::open(path);

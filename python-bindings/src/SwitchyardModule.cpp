@@ -158,22 +158,6 @@ struct CompileResult {
   std::optional<std::string> manifest;
 };
 
-std::string stageName(Stage stage) {
-  switch (stage) {
-  case Stage::Layer:
-    return "layer";
-  case Stage::Routing:
-    return "routing";
-  case Stage::Linalg:
-    return "linalg";
-  case Stage::Loops:
-    return "loops";
-  case Stage::LLVM:
-    return "llvm";
-  }
-  return "llvm";
-}
-
 /// Compiles `text` (YAML when `fileName` ends in .yaml/.yml, else MLIR).
 /// With `output`, links a shared library there (and its header beside it);
 /// otherwise returns the IR at `stage`.
@@ -260,7 +244,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
         os << layerIR;
         repro = "\nreproduce with: moe-opt " + std::string(path) +
                 " '--switchyard-cpu-pipeline=stop-after=" +
-                (*stage == Stage::Layer ? "routing" : stageName(*stage)) +
+                (*stage == Stage::Layer ? "routing" : stringifyStage(*stage)).str() +
                 " parallel=" + (parallel ? "true" : "false") + "'";
       }
     }

@@ -62,6 +62,17 @@ def check_no_outputs(work, *names):
         assert not list(work.glob(name + ".tmp-*"))
 
 
+def expect_bad_file(exe, work, flag, name, data, fragments):
+    """Runs `exe flag FILE --output ...` on a FILE holding `data`: one error
+    naming FILE and each of `fragments`, and no output left behind."""
+    path = work / name
+    path.write_bytes(data)
+    out = f"{name}-out.npy"
+    proc = run(exe, flag, path, "--output", work / out, sanitized=True)
+    expect_error(proc, f"'{path}'", *fragments)
+    check_no_outputs(work, out)
+
+
 def _bytes_without(weights, name):
     return safetensors_bytes({k: v for k, v in weights.items() if k != name})
 
@@ -112,12 +123,7 @@ WEIGHT_CASES = {
 def test_bad_weights(tiny, case):
     exe, weights, work = tiny
     make, fragments = WEIGHT_CASES[case]
-    path = work / f"{case}.safetensors"
-    path.write_bytes(make(weights))
-    out = f"{case}.npy"
-    proc = run(exe, "--weights", path, "--output", work / out, sanitized=True)
-    expect_error(proc, f"'{path}'", *fragments)
-    check_no_outputs(work, out)
+    expect_bad_file(exe, work, "--weights", f"{case}.safetensors", make(weights), fragments)
 
 
 def test_missing_weights_file(tiny):
@@ -177,12 +183,7 @@ NPY_CASES = {
 def test_bad_input_npy(tiny, case):
     exe, _, work = tiny
     make, fragments = NPY_CASES[case]
-    path = work / f"{case}.npy"
-    path.write_bytes(make())
-    out = f"{case}-out.npy"
-    proc = run(exe, "--input", path, "--output", work / out, sanitized=True)
-    expect_error(proc, f"'{path}'", *fragments)
-    check_no_outputs(work, out)
+    expect_bad_file(exe, work, "--input", f"{case}.npy", make(), fragments)
 
 
 def test_missing_input_file(tiny):

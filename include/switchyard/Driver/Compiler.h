@@ -41,6 +41,7 @@ enum class Stage {
   LLVM,    ///< the LLVM dialect
 };
 std::optional<Stage> parseStage(llvm::StringRef name);
+llvm::StringRef stringifyStage(Stage stage);
 
 struct CompileOptions {
   Stage stage = Stage::LLVM;
