@@ -21,6 +21,7 @@
 #include "llvm/IR/Module.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -293,6 +294,46 @@ LogicalResult switchyard::linkArtifact(llvm::StringRef objectPath,
     diag << "\ncommand: " << llvm::join(args, " ");
     return failure();
   }
+  return success();
+}
+
+LogicalResult switchyard::buildArtifact(llvm::Module &module,
+                                        llvm::TargetMachine &machine,
+                                        llvm::StringRef output,
+                                        ArtifactKind kind, bool sanitize,
+                                        llvm::StringRef manifest, Location loc,
+                                        TimingScope &timing,
+                                        llvm::StringRef runtimeDir) {
+  llvm::SmallString<128> object;
+  if (std::error_code ec =
+          llvm::sys::fs::createTemporaryFile("switchyard", "o", object))
+    return emitError(loc) << "cannot create a temporary file: "
+                          << ec.message();
+  llvm::FileRemover removeObject(object);
+  {
+    TimingScope t = timing.nest("Code generation");
+    if (failed(emitObjectFile(module, machine, object, loc)))
+      return failure();
+  }
+  {
+    TimingScope t = timing.nest("Link");
+    if (failed(linkArtifact(object, output, kind, sanitize, loc, runtimeDir)))
+      return failure();
+  }
+  if (kind != ArtifactKind::SharedLibrary)
+    return success();
+  llvm::SmallString<128> header(output);
+  llvm::sys::path::replace_extension(header, ".h");
+  std::error_code ec;
+  llvm::raw_fd_ostream os(header, ec);
+  if (!ec) {
+    os << generateHeader(manifest);
+    os.close();
+    ec = os.error();
+  }
+  if (ec)
+    return emitError(loc) << "cannot write '" << header << "': "
+                          << ec.message();
   return success();
 }
 

@@ -270,24 +270,12 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
                         *machine, optLevel);
   if (!llvmModule)
     throw fail("");
-  llvm::SmallString<128> object;
-  if (std::error_code ec =
-          llvm::sys::fs::createTemporaryFile("switchyard", "o", object))
-    throw CompileError("cannot create a temporary file: " + ec.message());
-  llvm::FileRemover removeObject(object);
-  Location loc = UnknownLoc::get(&ctx);
-  if (failed(emitObjectFile(*llvmModule, *machine, object, loc)) ||
-      failed(linkArtifact(object, *output, ArtifactKind::SharedLibrary,
-                          /*sanitize=*/false, loc, runtimeDir)))
+  TimingScope noTiming;
+  if (failed(buildArtifact(*llvmModule, *machine, *output,
+                           ArtifactKind::SharedLibrary, /*sanitize=*/false,
+                           *result.manifest, UnknownLoc::get(&ctx), noTiming,
+                           runtimeDir)))
     throw fail("");
-  llvm::SmallString<128> header(*output);
-  llvm::sys::path::replace_extension(header, ".h");
-  std::error_code ec;
-  llvm::raw_fd_ostream os(header, ec);
-  if (ec)
-    throw CompileError("cannot write '" + std::string(header) +
-                       "': " + ec.message());
-  os << generateHeader(*result.manifest);
   return result;
 }
 

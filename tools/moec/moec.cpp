@@ -188,36 +188,12 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
     return emitObjectFile(*llvmModule, *machine, outputFile, fileLoc);
   }
 
-  llvm::SmallString<128> object;
-  if (std::error_code ec =
-          llvm::sys::fs::createTemporaryFile("moec", "o", object))
-    return emitError(fileLoc) << "cannot create a temporary file: "
-                              << ec.message();
-  llvm::FileRemover removeObject(object);
-  {
-    TimingScope t = root.nest("Code generation");
-    if (failed(emitObjectFile(*llvmModule, *machine, object, fileLoc)))
-      return failure();
-  }
-  {
-    TimingScope t = root.nest("Link");
-    if (failed(linkArtifact(object, outputFile,
-                            emit == Emit::Exe ? ArtifactKind::Executable
-                                              : ArtifactKind::SharedLibrary,
-                            sanitize, fileLoc)))
-      return failure();
-  }
-  if (emit == Emit::Lib) {
-    llvm::SmallString<128> header(outputFile);
-    llvm::sys::path::replace_extension(header, ".h");
-    auto out = openOutputFile(header, &error);
-    if (!out)
-      return emitError(fileLoc) << error;
-    out->os() << generateHeader(manifest);
-    out->keep();
-  }
-  return success();
+  return buildArtifact(*llvmModule, *machine, outputFile,
+                       emit == Emit::Exe ? ArtifactKind::Executable
+                                         : ArtifactKind::SharedLibrary,
+                       sanitize, manifest, fileLoc, root);
 }
+
 /// Checks of the command line alone; prints and returns false on a problem.
 bool checkOptions() {
   auto fail = [](const llvm::Twine &msg) {

@@ -14,6 +14,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Support/LLVM.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/ADT/StringRef.h"
 
 #include <memory>
@@ -89,6 +90,18 @@ mlir::LogicalResult linkArtifact(llvm::StringRef objectPath,
                                  llvm::StringRef output, ArtifactKind kind,
                                  bool sanitize, mlir::Location loc,
                                  llvm::StringRef runtimeDir = "");
+
+/// Code generation and linking in one step: emits `module` as an object in
+/// a temporary file, links it with the runtime into `output` (see
+/// linkArtifact), and beside a shared library writes its C header (`output`
+/// with the extension `.h`). Times "Code generation" and "Link" under
+/// `timing`.
+mlir::LogicalResult buildArtifact(llvm::Module &module,
+                                  llvm::TargetMachine &machine,
+                                  llvm::StringRef output, ArtifactKind kind,
+                                  bool sanitize, llvm::StringRef manifest,
+                                  mlir::Location loc, mlir::TimingScope &timing,
+                                  llvm::StringRef runtimeDir = "");
 
 /// The C header of a shared library built from a model with `manifest`.
 std::string generateHeader(llvm::StringRef manifest);
