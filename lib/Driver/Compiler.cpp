@@ -39,8 +39,8 @@ using namespace switchyard;
 
 static constexpr std::pair<Stage, llvm::StringLiteral> kStageNames[] = {
     {Stage::Layer, "layer"},   {Stage::Routing, "routing"},
-    {Stage::Linalg, "linalg"}, {Stage::Loops, "loops"},
-    {Stage::LLVM, "llvm"}};
+    {Stage::Fused, "fused"},   {Stage::Linalg, "linalg"},
+    {Stage::Loops, "loops"},   {Stage::LLVM, "llvm"}};
 
 std::optional<Stage> switchyard::parseStage(llvm::StringRef name) {
   for (auto [stage, spelling] : kStageNames)
@@ -91,10 +91,14 @@ LogicalResult switchyard::lowerToStage(
     return failure();
   CPUPipelineOptions pipeline;
   pipeline.parallel = options.parallel;
+  pipeline.fusion = options.fusion;
   switch (options.stage) {
   case Stage::Layer:
   case Stage::Routing:
     pipeline.stopAfter = CPUStage::Routing;
+    break;
+  case Stage::Fused:
+    pipeline.stopAfter = CPUStage::Fused;
     break;
   case Stage::Linalg:
     pipeline.stopAfter = CPUStage::Linalg;

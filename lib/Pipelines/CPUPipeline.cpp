@@ -33,6 +33,10 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   funcPm.addPass(createCanonicalizerPass());
   if (stage == CPUStage::Routing)
     return;
+  if (options.fusion)
+    funcPm.addPass(moe::createMoEFuseExperts());
+  if (stage == CPUStage::Fused)
+    return;
 
   // Routing level -> linalg on tensors.
   funcPm.addPass(createConvertMoEToLinalg());

@@ -67,6 +67,28 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
   return p;
 }
 
+/// Marks the multiply and add of `op`'s body `contract`, so that LLVM fuses
+/// them into one FMA; named ops are generalized first to get a body.
+LogicalResult allowContraction(IRRewriter &rewriter, linalg::LinalgOp op) {
+  auto generic = dyn_cast<linalg::GenericOp>(op.getOperation());
+  if (!generic) {
+    rewriter.setInsertionPoint(op);
+    FailureOr<linalg::GenericOp> generalized =
+        linalg::generalizeNamedOp(rewriter, op);
+    if (failed(generalized))
+      return op->emitError("cannot generalize an edge tile");
+    generic = *generalized;
+  }
+  auto contract = arith::FastMathFlagsAttr::get(op->getContext(),
+                                                arith::FastMathFlags::contract);
+  generic.getBody()->walk([&](Operation *inner) {
+    if (auto math = dyn_cast<arith::ArithFastMathInterface>(inner))
+      if (isa<arith::MulFOp, arith::AddFOp>(inner))
+        inner->setAttr(math.getFastMathAttrName(), contract);
+  });
+  return success();
+}
+
 struct TileMatmulsPass
     : switchyard::impl::SwitchyardTileMatmulsBase<TileMatmulsPass> {
   using Base::Base;
@@ -107,8 +129,16 @@ struct TileMatmulsPass
     });
     for (linalg::LinalgOp op : tiles) {
       op->removeAttr(kRegisterTile);
-      if (!op.hasPureTensorSemantics() || op.hasDynamicShape())
-        continue; // an edge tile: stays scalar
+      if (!op.hasPureTensorSemantics())
+        continue;
+      if (op.hasDynamicShape()) {
+        // An edge tile stays scalar, but multiplies and adds with one
+        // rounding as the vector tiles' FMAs do: a row's result does not
+        // depend on where the tiling put it.
+        if (failed(allowContraction(rewriter, op)))
+          return signalPassFailure();
+        continue;
+      }
       rewriter.setInsertionPoint(op);
       FailureOr<linalg::VectorizationResult> vectorized =
           linalg::vectorize(rewriter, op);

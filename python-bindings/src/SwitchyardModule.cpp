@@ -163,14 +163,14 @@ struct CompileResult {
 /// otherwise returns the IR at `stage`.
 CompileResult compileModel(const std::string &text, const std::string &fileName,
                            const std::string &stageText, unsigned optLevel,
-                           bool parallel, bool captureIR,
+                           bool parallel, bool fusion, bool captureIR,
                            std::optional<std::string> output,
                            const std::string &runtimeDir) {
   std::optional<Stage> stage = parseStage(stageText);
   if (!stage)
     throw std::invalid_argument("unknown stage '" + stageText +
-                                "'; expected layer, routing, linalg, loops "
-                                "or llvm");
+                                "'; expected layer, routing, fused, linalg, "
+                                "loops or llvm");
   if (optLevel > 3)
     throw std::invalid_argument("opt_level must be 0 to 3");
   std::lock_guard<std::mutex> lock(contextMutex);
@@ -217,6 +217,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   CompileOptions options;
   options.stage = *stage;
   options.parallel = parallel;
+  options.fusion = fusion;
   options.optLevel = optLevel;
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {
@@ -245,7 +246,8 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
         repro = "\nreproduce with: moe-opt " + std::string(path) +
                 " '--switchyard-cpu-pipeline=stop-after=" +
                 (*stage == Stage::Layer ? "routing" : stringifyStage(*stage)).str() +
-                " parallel=" + (parallel ? "true" : "false") + "'";
+                " parallel=" + (parallel ? "true" : "false") +
+                " fusion=" + (fusion ? "true" : "false") + "'";
       }
     }
     throw fail(repro);
@@ -297,7 +299,7 @@ NB_MODULE(_switchyard, m) {
       .def_ro("manifest", &CompileResult::manifest);
 
   m.def("compile", &compileModel, nb::arg("text"), nb::arg("file_name"),
-        nb::arg("stage"), nb::arg("opt_level"), nb::arg("parallel"),
+        nb::arg("stage"), nb::arg("opt_level"), nb::arg("parallel"), nb::arg("fusion"),
         nb::arg("capture_ir"), nb::arg("output").none(), nb::arg("runtime_dir"),
         nb::call_guard<nb::gil_scoped_release>(),
         "Compiles a model; links a shared library at `output` when given, "

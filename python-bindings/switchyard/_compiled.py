@@ -58,13 +58,15 @@ class Lowered:
 
 
 def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=False,
-            parallel=True):
+            parallel=True, fusion=True):
     """Compiles `model` (a Model, or the path of a .yaml or .mlir file).
 
-    With `stage` ("layer", "routing", "linalg", "loops" or "llvm") returns a
+    With `stage` ("layer", "routing", "fused", "linalg", "loops" or "llvm")
+    returns a
     Lowered holding the IR there; otherwise a CompiledModel, a shared library
     with the C API of `moec --emit=lib`, ready to run. `print_ir_after_all`
     keeps the IR after every pass (the text of --mlir-print-ir-after-all).
+    `fusion=False` skips the moe fusion passes (moec --no-fusion).
     Failures raise switchyard.CompileError with the compiler's diagnostics; a
     failing pipeline's message ends with the moe-opt command that reproduces it.
     """
@@ -74,12 +76,12 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
     text, file_name = _source(model)
     if stage is not None:
         result = _switchyard.compile(text, file_name, stage, opt_level, parallel,
-                                     print_ir_after_all, None, _RUNTIME)
+                                     fusion, print_ir_after_all, None, _RUNTIME)
         return Lowered(stage, result)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
     library = workdir / "libmodel.so"
     result = _switchyard.compile(text, file_name, "llvm", opt_level, parallel,
-                                 print_ir_after_all, str(library), _RUNTIME)
+                                 fusion, print_ir_after_all, str(library), _RUNTIME)
     compiled = CompiledModel(library)
     compiled.passes = list(result.passes)
     compiled.ir_after_all_text = result.ir_after_all

@@ -1,6 +1,9 @@
 // The named CPU pipeline, stage by stage, and with the IR after every pass.
 // RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=routing' | FileCheck %s --check-prefix=ROUTING
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=fused' | FileCheck %s --check-prefix=FUSED
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=fused fusion=false' | FileCheck %s --check-prefix=UNFUSED
 // RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=linalg' | FileCheck %s --check-prefix=LINALG
+// RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=linalg fusion=false' | FileCheck %s --check-prefix=LINALG-UNFUSED
 // RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=loops' | FileCheck %s --check-prefix=LOOPS
 // RUN: moe-opt %s --switchyard-cpu-pipeline | FileCheck %s --check-prefix=LLVM
 // RUN: moe-opt %s '--switchyard-cpu-pipeline=stop-after=linalg' --mlir-print-ir-after-all 2>&1 >/dev/null | FileCheck %s --check-prefix=AFTER
@@ -11,9 +14,28 @@
 // ROUTING:       moe.token_choice_route
 // ROUTING-NOT:   moe.token_choice {{.+}} router
 
+// FUSED-LABEL: func.func @block
+// FUSED-NOT:   moe.dispatch
+// FUSED:       moe.routed_experts
+// FUSED-NOT:   moe.combine
+
+// UNFUSED-LABEL: func.func @block
+// UNFUSED:       moe.dispatch
+// UNFUSED:       moe.experts
+// UNFUSED:       moe.combine
+// UNFUSED-NOT:   moe.routed_experts
+
+// With fusion, each (expert, row block) task runs the MLP on its own rows.
 // LINALG-LABEL: func.func @block
 // LINALG-NOT:   moe.
-// LINALG:       linalg.batch_matmul
+// LINALG:       scf.forall
+// LINALG:         linalg.matmul
+// LINALG:         linalg.matmul
+// LINALG:         tensor.parallel_insert_slice
+// LINALG-NOT:   linalg.batch_matmul
+
+// LINALG-UNFUSED-LABEL: func.func @block
+// LINALG-UNFUSED:       linalg.batch_matmul
 
 // LOOPS-LABEL: func.func @block
 // LOOPS-SAME:    memref<?x8x16xf32>
@@ -28,6 +50,7 @@
 
 // AFTER: IR Dump After MoEDecompose
 // AFTER: IR Dump After Canonicalizer
+// AFTER: IR Dump After MoEFuseExperts
 // AFTER: IR Dump After ConvertMoEToLinalg
 // AFTER: IR Dump After CSE
 

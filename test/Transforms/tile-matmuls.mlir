@@ -3,7 +3,8 @@
 // Blocks for threads (scf.forall), reduction panels, register tiles with the
 // columns outside the rows; full register tiles become a vector.contract
 // whose 4x16 accumulator is carried through the reduction loop; the row
-// remainder (the batch is dynamic) stays a scalar linalg.matmul.
+// remainder (the batch is dynamic) stays scalar, generalized so that its
+// multiply and add are marked `contract` (one rounding, as the FMAs).
 
 // CHECK-LABEL: func.func @matmul
 // CHECK: scf.forall ({{.*}}) = (0, 0) to (%{{.*}}, 96) step (16, 64)
@@ -15,7 +16,9 @@
 // CHECK:           vector.contract {{.*}} %[[A]] : vector<4x16x1xf32>, vector<4x16x1xf32> into vector<4x16xf32>
 // CHECK:         vector.transfer_write {{.*}} : vector<4x16xf32>, tensor<4x16xf32>
 // CHECK:       scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4
-// CHECK:         linalg.matmul ins({{.*}} : tensor<?x1xf32>, tensor<1x16xf32>)
+// CHECK:         linalg.generic {{.*}} ins({{.*}} : tensor<?x1xf32>, tensor<1x16xf32>)
+// CHECK:           arith.mulf {{.*}} fastmath<contract> : f32
+// CHECK:           arith.addf {{.*}} fastmath<contract> : f32
 func.func @matmul(%a: tensor<?x64xf32>, %b: tensor<64x96xf32>, %c: tensor<?x96xf32>) -> tensor<?x96xf32> {
   %0 = linalg.matmul ins(%a, %b : tensor<?x64xf32>, tensor<64x96xf32>) outs(%c : tensor<?x96xf32>) -> tensor<?x96xf32>
   return %0 : tensor<?x96xf32>

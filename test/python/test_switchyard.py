@@ -71,14 +71,21 @@ def test_model_errors_are_moecs_messages(tmp_path):
 def test_stage_ir_and_passes():
     model = sy.Model.from_yaml(SWITCH)
     expect = {"layer": "moe.token_choice", "routing": "moe.token_choice_route",
+              "fused": "moe.routed_experts",
               "linalg": "linalg.generic", "loops": "memref.alloc", "llvm": "llvm.func"}
     for stage, marker in expect.items():
         lowered = sy.compile(model, stage=stage)
         assert marker in lowered.ir, stage
     assert sy.compile(model, stage="layer").passes == []
     assert sy.compile(model, stage="routing").passes == ["moe-decompose", "canonicalize"]
+    assert sy.compile(model, stage="fused").passes == ["moe-decompose", "canonicalize",
+                                                       "moe-fuse-experts"]
+    unfused = sy.compile(model, stage="fused", fusion=False)
+    assert unfused.passes == ["moe-decompose", "canonicalize"]
+    assert "moe.dispatch" in unfused.ir and "moe.routed_experts" not in unfused.ir
     full = sy.compile(model, stage="llvm").passes
-    assert full[:3] == ["moe-decompose", "canonicalize", "convert-moe-to-linalg"]
+    assert full[:4] == ["moe-decompose", "canonicalize", "moe-fuse-experts",
+                        "convert-moe-to-linalg"]
     assert full[-1] == "reconcile-unrealized-casts"
 
 
@@ -101,8 +108,8 @@ def test_compile_errors():
     model = sy.Model.from_yaml(SWITCH)
     with pytest.raises(ValueError, match="unknown target 'cuda'"):
         sy.compile(model, target="cuda")
-    with pytest.raises(ValueError, match="unknown stage 'fused'"):
-        sy.compile(model, stage="fused")
+    with pytest.raises(ValueError, match="unknown stage 'fusion'"):
+        sy.compile(model, stage="fusion")
     with pytest.raises(TypeError):
         sy.compile(42)
 

@@ -67,6 +67,8 @@ cl::opt<Stage> stage(
     cl::values(clEnumValN(Stage::Layer, "layer", "the moe dialect, one op a block"),
                clEnumValN(Stage::Routing, "routing",
                           "the moe dialect, routing level"),
+               clEnumValN(Stage::Fused, "fused",
+                          "the routing level after the fusion passes"),
                clEnumValN(Stage::Linalg, "linalg", "linalg on tensors"),
                clEnumValN(Stage::Loops, "loops", "bufferized loops"),
                clEnumValN(Stage::LLVM, "llvm", "the LLVM dialect (default)")),
@@ -81,6 +83,10 @@ cl::opt<unsigned> optLevel("O", cl::desc("LLVM optimization level (0-3, default 
 cl::opt<bool> noParallel("no-parallel",
                          cl::desc("Do not run loops on OpenMP threads"),
                          cl::init(false), cl::cat(moecCategory));
+cl::opt<bool> noFusion("no-fusion",
+                       cl::desc("Do not run the moe fusion passes "
+                                "(moe-fuse-experts)"),
+                       cl::init(false), cl::cat(moecCategory));
 cl::opt<bool> sanitize("sanitize",
                        cl::desc("Link the runtime built with AddressSanitizer "
                                 "and UndefinedBehaviorSanitizer"),
@@ -137,6 +143,7 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
   CompileOptions options;
   options.stage = emit == Emit::MLIR ? stage.getValue() : Stage::LLVM;
   options.parallel = !noParallel;
+  options.fusion = !noFusion;
   options.optLevel = optLevel;
   std::string entryName = entry.getName().str();
   {

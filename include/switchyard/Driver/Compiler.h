@@ -37,6 +37,7 @@ namespace switchyard {
 enum class Stage {
   Layer,   ///< the moe dialect, one op per block
   Routing, ///< the moe dialect, routing level (moe-decompose)
+  Fused,   ///< the routing level after the fusion passes
   Linalg,  ///< linalg/tensor/scf/arith/math on tensors
   Loops,   ///< bufferized, lowered to loops
   LLVM,    ///< the LLVM dialect
@@ -47,6 +48,7 @@ llvm::StringRef stringifyStage(Stage stage);
 struct CompileOptions {
   Stage stage = Stage::LLVM;
   bool parallel = true;
+  bool fusion = true; ///< run the moe fusion passes
   unsigned optLevel = 3; ///< LLVM's -O level, 0 to 3
 };
 

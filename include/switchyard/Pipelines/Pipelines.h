@@ -20,6 +20,7 @@ namespace switchyard {
 /// Where the CPU pipeline stops.
 enum class CPUStage {
   Routing, ///< moe dialect, routing level (after moe-decompose)
+  Fused,   ///< moe dialect, routing level after the fusion passes
   Linalg,  ///< linalg/tensor/scf/arith/math on tensors
   Loops,   ///< bufferized, lowered to loops
   LLVM,    ///< the LLVM dialect
@@ -31,12 +32,18 @@ struct CPUPipelineOptions
                         llvm::cl::desc("Run independent loops on OpenMP "
                                        "threads (scf.parallel -> omp)"),
                         llvm::cl::init(true)};
+  Option<bool> fusion{*this, "fusion",
+                      llvm::cl::desc("Run the moe fusion passes "
+                                     "(moe-fuse-experts)"),
+                      llvm::cl::init(true)};
   Option<CPUStage> stopAfter{
       *this, "stop-after", llvm::cl::desc("The stage to stop after"),
       llvm::cl::init(CPUStage::LLVM),
       llvm::cl::values(
           clEnumValN(CPUStage::Routing, "routing",
                      "the moe dialect, routing level"),
+          clEnumValN(CPUStage::Fused, "fused",
+                     "the moe dialect after the fusion passes"),
           clEnumValN(CPUStage::Linalg, "linalg", "linalg on tensors"),
           clEnumValN(CPUStage::Loops, "loops", "bufferized loops"),
           clEnumValN(CPUStage::LLVM, "llvm", "the LLVM dialect"))};

@@ -19,13 +19,6 @@ using namespace switchyard::lowering;
 
 namespace {
 
-/// Weights of one MLP application: rank 3 ([E, ...], batched over experts)
-/// or rank 2 (one expert).
-struct MLPWeights {
-  Value w1, wg, w2, b1, b2;
-  moe::Activation activation;
-};
-
 /// in [.., M, K] times w [.., K, N] into a fresh f32 accumulator.
 Value matmulF32(OpBuilder &b, Location loc, Value in, Value w, bool batched) {
   SmallVector<OpFoldResult> sizes = sizesOf(b, loc, in);
@@ -77,8 +70,9 @@ Value epilogue(OpBuilder &b, Location loc, Value acc, Value extra, Value bias,
       });
 }
 
-/// The MLP over `input [.., M, D]`.
-Value buildMLP(OpBuilder &b, Location loc, Value input, const MLPWeights &w) {
+} // namespace
+
+Value switchyard::lowering::buildMLP(OpBuilder &b, Location loc, Value input, const MLPWeights &w) {
   bool batched = cast<ShapedType>(input.getType()).getRank() == 3;
   Type modelType = elementType(input);
   Value h1 = matmulF32(b, loc, input, w.w1, batched);
@@ -92,22 +86,8 @@ Value buildMLP(OpBuilder &b, Location loc, Value input, const MLPWeights &w) {
                   [](OpBuilder &, Location, Value v, Value) { return v; });
 }
 
-struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
-
-  LogicalResult
-  matchAndRewrite(moe::ExpertsOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &b) const override {
-    MLPWeights w{adaptor.getW1(), adaptor.getWg(), adaptor.getW2(),
-                 adaptor.getB1(), adaptor.getB2(), op.getActivation()};
-    b.replaceOp(op, buildMLP(b, op.getLoc(), adaptor.getInput(), w));
-    return success();
-  }
-};
-
-/// Expert `e`'s slice of a weight with a leading expert dimension, rank
-/// reduced: [E, a, b] -> [a, b], [E, a] -> [a].
-Value expertSlice(OpBuilder &b, Location loc, Value weight, Value e) {
+/// Expert `e`'s slice of one weight; null stays null.
+static Value expertSlice(OpBuilder &b, Location loc, Value weight, Value e) {
   if (!weight)
     return weight;
   auto type = cast<RankedTensorType>(weight.getType());
@@ -121,6 +101,28 @@ Value expertSlice(OpBuilder &b, Location loc, Value weight, Value e) {
   return tensor::ExtractSliceOp::create(b, loc, sliceType, weight, offsets,
                                         sizes, strides);
 }
+
+MLPWeights switchyard::lowering::expertWeights(OpBuilder &b, Location loc,
+                                              const MLPWeights &weights,
+                                              Value e) {
+  return {expertSlice(b, loc, weights.w1, e), expertSlice(b, loc, weights.wg, e),
+          expertSlice(b, loc, weights.w2, e), expertSlice(b, loc, weights.b1, e),
+          expertSlice(b, loc, weights.b2, e), weights.activation};
+}
+
+namespace {
+
+struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(moe::ExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &b) const override {
+    b.replaceOp(op, buildMLP(b, op.getLoc(), adaptor.getInput(),
+                             mlpWeights(adaptor, op.getActivation())));
+    return success();
+  }
+};
 
 struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -155,13 +157,10 @@ struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
                                                b.getIndexAttr(1)};
           Value slice = tensor::ExtractSliceOp::create(b, loc, rows, offs,
                                                        sizes, strides);
-          MLPWeights w{expertSlice(b, loc, adaptor.getW1(), e),
-                       expertSlice(b, loc, adaptor.getWg(), e),
-                       expertSlice(b, loc, adaptor.getW2(), e),
-                       expertSlice(b, loc, adaptor.getB1(), e),
-                       expertSlice(b, loc, adaptor.getB2(), e),
-                       op.getActivation()};
-          Value y = buildMLP(b, loc, slice, w);
+          Value y = buildMLP(
+              b, loc, slice,
+              expertWeights(b, loc, mlpWeights(adaptor, op.getActivation()),
+                            e));
           return SmallVector<Value>{tensor::InsertSliceOp::create(
               b, loc, y, acc[0], offs, sizes, strides)};
         })[0];

@@ -107,6 +107,30 @@ std::pair<mlir::Value, mlir::Value> softmaxStats(mlir::OpBuilder &b,
 mlir::Value softmaxWeight(mlir::OpBuilder &b, mlir::Location loc, mlir::Value l,
                           mlir::Value max, mlir::Value sum);
 
+/// Weights of one MLP application: rank 3 ([E, ...], batched over experts)
+/// or rank 2 (one expert).
+struct MLPWeights {
+  mlir::Value w1, wg, w2, b1, b2;
+  moe::Activation activation;
+};
+
+/// The expert MLP of SEMANTICS.md section 1 over `input [.., M, D]`: f32
+/// products, the hidden activation and the output in the model dtype.
+mlir::Value buildMLP(mlir::OpBuilder &b, mlir::Location loc, mlir::Value input,
+                     const MLPWeights &w);
+
+/// The weights of an op with w1, wg, w2, b1, b2 operands (its adaptor).
+template <typename AdaptorT>
+MLPWeights mlpWeights(AdaptorT adaptor, moe::Activation activation) {
+  return {adaptor.getW1(), adaptor.getWg(), adaptor.getW2(), adaptor.getB1(),
+          adaptor.getB2(), activation};
+}
+
+/// Expert `e`'s slices of weights with a leading expert dimension, rank
+/// reduced: [E, a, b] -> [a, b], [E, a] -> [a].
+MLPWeights expertWeights(mlir::OpBuilder &b, mlir::Location loc,
+                         const MLPWeights &weights, mlir::Value e);
+
 /// Iterator lists.
 llvm::SmallVector<mlir::utils::IteratorType> parallelIterators(unsigned n);
 

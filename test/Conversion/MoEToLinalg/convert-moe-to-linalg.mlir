@@ -144,3 +144,54 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
       : (tensor<2x8x4xf32>, tensor<2x2x2x16xf32>) -> tensor<2x8x16xf32>
   return %y : tensor<2x8x16xf32>
 }
+
+// -----
+
+// moe.routed_experts: a compaction loop gives each expert its kept rows
+// (rowToken) and each assignment its row (slotOf); one parallel task per
+// (expert, 128-row block) gathers its rows from x, rounds their count up to
+// the 8-row register tile, and runs the MLP on them alone; the combine reads
+// each kept assignment's row.
+
+// CHECK-LABEL: func.func @routed_experts
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x8x16xf32>, %[[E:[a-z0-9]+]]: tensor<?x8x1xi64>, %[[K:[a-z0-9]+]]: tensor<?x8x1xi1>, %[[G:[a-z0-9]+]]: tensor<?x8x1xf32>, %[[W1:[a-z0-9]+]]: tensor<4x16x32xf32>, %[[W2:[a-z0-9]+]]: tensor<4x32x16xf32>)
+// CHECK-DAG:   %[[C3:.+]] = arith.constant 3 : index
+// CHECK-DAG:   %[[C8:.+]] = arith.constant 8 : index
+// CHECK-DAG:   %[[C128:.+]] = arith.constant 128 : index
+// CHECK:       %[[NG:.+]] = tensor.dim %[[X]]
+// CHECK:       %[[MAXROWS:.+]] = arith.muli %[[NG]], %[[C3]] : index
+// CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C128]] : index
+// CHECK:       %[[TABLES:.+]]:3 = scf.for
+// CHECK:         scf.for
+// CHECK:           scf.if
+// CHECK:       %[[XF:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0, 1], [2]]
+// CHECK:       %[[OUT:.+]] = scf.forall (%[[EI:.+]], %[[BI:.+]]) in (4, %[[NBLOCKS]]) shared_outs(%[[O:.+]] = %{{.+}}) -> (tensor<4x?x16xf32>)
+// CHECK:         %[[START:.+]] = arith.muli %[[BI]], %[[C128]]
+// CHECK:         %[[CNT:.+]] = tensor.extract %[[TABLES]]#0[%[[EI]]]
+// CHECK:         arith.ceildivui %{{.+}}, %[[C8]]
+// CHECK:         %[[ROWS:.+]] = arith.minui %{{.+}}, %[[C128]]
+// CHECK:         %[[A:.+]] = linalg.generic {{.+}} outs(%{{.+}} : tensor<?x16xf32>)
+// CHECK:           tensor.extract %[[TABLES]]#1[%[[EI]], %{{.+}}] : tensor<4x?xi64>
+// CHECK:           tensor.extract %[[XF]]
+// CHECK:         %[[W1E:.+]] = tensor.extract_slice %[[W1]][%[[EI]], 0, 0] [1, 16, 32] [1, 1, 1]
+// CHECK:         %[[W2E:.+]] = tensor.extract_slice %[[W2]][%[[EI]], 0, 0] [1, 32, 16] [1, 1, 1]
+// CHECK:         linalg.matmul ins(%[[A]], %[[W1E]] : tensor<?x16xf32>, tensor<16x32xf32>)
+// CHECK:         %[[Y:.+]] = linalg.matmul ins(%{{.+}}, %[[W2E]] : tensor<?x32xf32>, tensor<32x16xf32>)
+// CHECK:         scf.forall.in_parallel
+// CHECK-NEXT:      tensor.parallel_insert_slice %[[Y]] into %[[O]][%[[EI]], %[[START]], 0] [1, %[[ROWS]], 16] [1, 1, 1]
+// CHECK:       linalg.generic
+// CHECK:         tensor.extract %[[TABLES]]#2
+// CHECK:         tensor.extract %[[OUT]]
+// CHECK-NOT:   tensor<4x?x3x16xf32>
+func.func @routed_experts(%x: tensor<?x8x16xf32>, %e: tensor<?x8x1xi64>,
+                          %kept: tensor<?x8x1xi1>, %g: tensor<?x8x1xf32>,
+                          %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>)
+    -> tensor<?x8x16xf32> {
+  %c3 = arith.constant 3 : index
+  %y = moe.routed_experts %x, %e, %kept, %g capacity %c3
+      weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<?x8x16xf32>, tensor<?x8x1xi64>, tensor<?x8x1xi1>,
+         tensor<?x8x1xf32>, index, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
+      -> tensor<?x8x16xf32>
+  return %y : tensor<?x8x16xf32>
+}

@@ -594,3 +594,30 @@ func.func @ec_stats_counts(%t: tensor<2x4x3xi64>, %p: tensor<2x8x4xf32>) {
   %s:2 = moe.expert_choice_stats %t, %p : (tensor<2x4x3xi64>, tensor<2x8x4xf32>) -> (tensor<3xi64>, tensor<i64>)
   return
 }
+
+// -----
+
+func.func @routed_experts_gates(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, %k: tensor<2x8x1xi1>, %g: tensor<2x8x2xf32>, %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{expected gates of shape [NG, G, k] = [2, 8, 1], but found [2, 8, 2]}}
+  %y = moe.routed_experts %x, %e, %k, %g weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>, tensor<2x8x2xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @routed_experts_width(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, %k: tensor<2x8x1xi1>, %g: tensor<2x8x1xf32>, %w1: tensor<4x8x32xf32>, %w2: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{expected w1 to have model width D = 16 (from the input), but found 8}}
+  %y = moe.routed_experts %x, %e, %k, %g weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>, tensor<2x8x1xf32>, tensor<4x8x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @routed_experts_result(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, %k: tensor<2x8x1xi1>, %g: tensor<2x8x1xf32>, %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{expected y}}
+  %y = moe.routed_experts %x, %e, %k, %g weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>, tensor<2x8x1xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xbf16>
+  return
+}

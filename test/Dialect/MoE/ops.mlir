@@ -171,6 +171,12 @@ func.func @token_choice_routing(%x: tensor<?x8x16xf32>, %wr: tensor<16x4xf32>, %
   // CHECK: moe.combine_grouped %[[GO]], %[[SLOTS]], %[[K]], %[[G]]
   %gy = moe.combine_grouped %go, %slots, %kept, %g
       : (tensor<?x16xf32>, tensor<?x8x2xi64>, tensor<?x8x2xi1>, tensor<?x8x2xf32>) -> tensor<?x8x16xf32>
+  // CHECK: moe.routed_experts %{{[a-zA-Z0-9_#]+}}, %[[E]], %[[K]], %[[G]] capacity %[[C]] weights(w1 %{{[a-zA-Z0-9_#]+}} w2 %{{[a-zA-Z0-9_#]+}}) {activation = #moe.activation<relu>}
+  %ry = moe.routed_experts %x, %e, %kept, %g capacity %c weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<?x8x16xf32>, tensor<?x8x2xi64>, tensor<?x8x2xi1>, tensor<?x8x2xf32>, index, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<?x8x16xf32>
+  // CHECK: moe.routed_experts %{{[a-zA-Z0-9_#]+}}, %[[E]], %[[K]], %[[G]] weights(w1 %{{[a-zA-Z0-9_#]+}} w2 %{{[a-zA-Z0-9_#]+}}) {activation = #moe.activation<silu>}
+  %rdy = moe.routed_experts %x, %e, %kept, %g weights(w1 %w1 w2 %w2) {activation = #moe.activation<silu>}
+      : (tensor<?x8x16xf32>, tensor<?x8x2xi64>, tensor<?x8x2xi1>, tensor<?x8x2xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<?x8x16xf32>
   // CHECK: moe.load_balancing_loss %[[P]] {top_k = 2 : i64, weight = 1.000000e-01 : f64} : tensor<?x8x4xf32>
   %aux = moe.load_balancing_loss %p {top_k = 2 : i64, weight = 0.1 : f64} : tensor<?x8x4xf32>
   // CHECK: moe.z_loss %[[Z]] {weight = 1.000000e-02 : f64} : tensor<?x8x4xf32>

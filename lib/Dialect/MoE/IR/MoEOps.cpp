@@ -511,6 +511,21 @@ LogicalResult GroupedExpertsOp::verify() {
   return verifySameType(op, "output", getOutput(), "rows", rows);
 }
 
+LogicalResult RoutedExpertsOp::verify() {
+  Operation *op = getOperation();
+  Value x = getX();
+  int64_t e = dimOf(getW1(), 0);
+  if (failed(verifyRoutingShape(op, "kept", getKept(), getExperts())) ||
+      failed(verifyRoutingShape(op, "gates", getGates(), getExperts())) ||
+      failed(verifyShape(op, "experts", getExperts(),
+                         {dimOf(x, 0), dimOf(x, 1), kAny}, "[NG, G, k]")) ||
+      failed(verifyExpertWeights(op, elementTypeOf(x), dimOf(x, 2), e, "w1",
+                                 getW1(), getWg(), getW2(), getB1(), getB2(),
+                                 getActivation(), /*hasExpertDim=*/true)))
+    return failure();
+  return verifySameType(op, "y", getY(), "x", x);
+}
+
 LogicalResult ExpertChoiceRouteOp::verify() {
   Operation *op = getOperation();
   Value probs = getProbs();

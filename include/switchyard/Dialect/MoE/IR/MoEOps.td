@@ -511,6 +511,45 @@ def MoE_GroupedExpertsOp : MoE_Op<"grouped_experts",
   let hasVerifier = 1;
 }
 
+def MoE_RoutedExpertsOp : MoE_Op<"routed_experts",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "dispatch, expert MLPs and combine as one computation";
+  let description = [{
+    The fused form of `moe.dispatch` + `moe.experts` + `moe.combine` (with a
+    `capacity`) and of `moe.dispatch_grouped` + `moe.grouped_experts` +
+    `moe.combine_grouped` (without one), as `moe-fuse-experts` forms it:
+
+    `y[g, t] = sum over kept j of gates[g, t, j] * f_e(x[g, t])` with
+    `e = experts[g, t, j]`, accumulated in f32 in `j` order; a token with
+    nothing kept gets zero, one with a NaN gate gets NaN, exactly as the
+    unfused ops. Each expert's MLP runs on the rows of its kept assignments
+    only: no capacity buffer `[E, NG, C, D]` is materialized and padded rows
+    are never computed. `capacity`, when present, bounds the kept rows of an
+    expert in a group (it sizes the row buffers; routing already applied it
+    to `kept`).
+
+    ```mlir
+    %y = moe.routed_experts %x, %e, %kept, %g capacity %c
+        weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+        : (tensor<4x512x768xf32>, tensor<4x512x1xi64>, tensor<4x512x1xi1>,
+           tensor<4x512x1xf32>, index, tensor<8x768x3072xf32>,
+           tensor<8x3072x768xf32>) -> tensor<4x512x768xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Tensor3:$x, MoE_I64Tensor3:$experts,
+      MoE_I1Tensor3:$kept, MoE_F32Tensor3:$gates, Optional<Index>:$capacity,
+      MoE_Tensor3:$w1, Optional<MoE_Tensor3>:$wg, MoE_Tensor3:$w2,
+      Optional<MoE_Tensor2>:$b1, Optional<MoE_Tensor2>:$b2,
+      MoE_ActivationAttr:$activation);
+  let results = (outs MoE_Tensor3:$y);
+  let assemblyFormat = [{
+    $x `,` $experts `,` $kept `,` $gates (`capacity` $capacity^)?
+    `weights` `(` `w1` $w1 (`wg` $wg^)? `w2` $w2 (`b1` $b1^)? (`b2` $b2^)? `)`
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Routing level: expert choice
 //===----------------------------------------------------------------------===//

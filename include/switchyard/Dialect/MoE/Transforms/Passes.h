@@ -19,6 +19,9 @@ namespace switchyard::moe {
 /// Patterns that rewrite the layer-level ops into routing-level ops.
 void populateMoEDecomposePatterns(mlir::RewritePatternSet &patterns);
 
+/// Patterns that fuse dispatch, experts and combine into moe.routed_experts.
+void populateMoEFuseExpertsPatterns(mlir::RewritePatternSet &patterns);
+
 #define GEN_PASS_REGISTRATION
 #include "switchyard/Dialect/MoE/Transforms/Passes.h.inc"
 

@@ -38,4 +38,28 @@ def MoEDecompose : Pass<"moe-decompose"> {
   ];
 }
 
+def MoEFuseExperts : Pass<"moe-fuse-experts"> {
+  let summary = "Fuse token-choice dispatch, experts and combine into "
+                "moe.routed_experts";
+  let description = [{
+    Rewrites `moe.combine(moe.experts(moe.dispatch(x)))` (capacity buffers,
+    through the reshapes between them) and
+    `moe.combine_grouped(moe.grouped_experts(moe.dispatch_grouped(x)))`
+    (dropless) into one `moe.routed_experts`, when the expert outputs feed
+    only the combine and dispatch and combine read the same routing.
+
+    What it saves: the CPU lowering of `moe.routed_experts` runs each
+    expert's MLP over exactly its kept rows, rounded up to the 8-row
+    register tile, and gathers them from `x` one row block at a time. The
+    `[E, NG, C, D]` dispatch buffer is never materialized and the padded
+    capacity rows (20% of the rows of the Switch block at B=4) are never
+    computed. The result is the same, bit for bit: each row's MLP and the
+    combine's f32 sum are unchanged.
+  }];
+  let dependentDialects = [
+    "::switchyard::moe::MoEDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // SWITCHYARD_DIALECT_MOE_TRANSFORMS_PASSES_TD

@@ -1,0 +1,142 @@
+//===- FuseExperts.cpp - Dispatch, experts and combine as one op ----------===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+// Token choice at the routing level is three ops: dispatch copies the kept
+// tokens into per-expert buffers, experts runs every MLP over every buffer
+// row, and combine gathers the rows back with their gates. With a capacity,
+// the buffers are [E, NG, C, D] and the rows that no token claimed (20% of
+// them for Switch at capacity factor 1.25) are computed and thrown away.
+// `moe.routed_experts` is the same computation as one op, which the CPU
+// lowering turns into per-expert products over exactly the kept rows,
+// gathered from x as each row block is computed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace switchyard::moe {
+#define GEN_PASS_DEF_MOEFUSEEXPERTS
+#include "switchyard/Dialect/MoE/Transforms/Passes.h.inc"
+} // namespace switchyard::moe
+
+using namespace mlir;
+using namespace switchyard::moe;
+
+namespace {
+
+/// Looks through the reshapes moe-decompose puts between the capacity
+/// buffers `[E, NG, C, D]` and the experts' `[E, NG * C, D]`.
+Value skipReshape(Value v) {
+  if (auto expand = v.getDefiningOp<tensor::ExpandShapeOp>())
+    return expand.getSrc();
+  if (auto collapse = v.getDefiningOp<tensor::CollapseShapeOp>())
+    return collapse.getSrc();
+  return v;
+}
+
+/// The expert outputs must feed only the combine (directly or through one
+/// reshape), or fusing would compute the MLPs twice.
+bool onlyFeedsCombine(Value expertOutputs, Operation *combine) {
+  for (Operation *user : expertOutputs.getUsers()) {
+    if (user == combine)
+      continue;
+    auto expand = dyn_cast<tensor::ExpandShapeOp>(user);
+    if (!expand || !expand.getResult().hasOneUse() ||
+        *expand.getResult().getUsers().begin() != combine)
+      return false;
+  }
+  return true;
+}
+
+template <typename ExpertsOpTy>
+RoutedExpertsOp buildRoutedExperts(PatternRewriter &rewriter, Operation *root,
+                                   Value x, Value experts, Value kept,
+                                   Value gates, Value capacity,
+                                   ExpertsOpTy expertsOp) {
+  return RoutedExpertsOp::create(
+      rewriter, root->getLoc(), root->getResult(0).getType(), x, experts,
+      kept, gates, capacity, expertsOp.getW1(), expertsOp.getWg(),
+      expertsOp.getW2(), expertsOp.getB1(), expertsOp.getB2(),
+      expertsOp.getActivation());
+}
+
+/// combine(experts(dispatch(x))) with capacity buffers.
+struct FuseCapacityExperts : OpRewritePattern<CombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(CombineOp combine,
+                                PatternRewriter &rewriter) const override {
+    auto experts =
+        skipReshape(combine.getExpertOutputs()).getDefiningOp<ExpertsOp>();
+    if (!experts)
+      return rewriter.notifyMatchFailure(combine, "not fed by moe.experts");
+    auto dispatch = skipReshape(experts.getInput()).getDefiningOp<DispatchOp>();
+    if (!dispatch)
+      return rewriter.notifyMatchFailure(combine,
+                                         "the experts are not fed by moe.dispatch");
+    if (dispatch.getExperts() != combine.getExperts() ||
+        dispatch.getPositions() != combine.getPositions() ||
+        dispatch.getKept() != combine.getKept())
+      return rewriter.notifyMatchFailure(
+          combine, "dispatch and combine use different routing");
+    if (!onlyFeedsCombine(experts.getOutput(), combine))
+      return rewriter.notifyMatchFailure(combine,
+                                         "the expert outputs have other users");
+    rewriter.replaceOp(
+        combine, buildRoutedExperts(rewriter, combine, dispatch.getX(),
+                                    combine.getExperts(), combine.getKept(),
+                                    combine.getGates(), dispatch.getCapacity(),
+                                    experts));
+    return success();
+  }
+};
+
+/// combine_grouped(grouped_experts(dispatch_grouped(x))), the dropless form.
+struct FuseGroupedExperts : OpRewritePattern<CombineGroupedOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(CombineGroupedOp combine,
+                                PatternRewriter &rewriter) const override {
+    auto experts = combine.getExpertOutputs().getDefiningOp<GroupedExpertsOp>();
+    if (!experts)
+      return rewriter.notifyMatchFailure(combine,
+                                         "not fed by moe.grouped_experts");
+    auto dispatch = experts.getRows().getDefiningOp<DispatchGroupedOp>();
+    if (!dispatch || experts.getOffsets() != dispatch.getOffsets() ||
+        combine.getSlots() != dispatch.getSlots())
+      return rewriter.notifyMatchFailure(
+          combine, "rows, offsets and slots are not one moe.dispatch_grouped");
+    if (dispatch.getKept() != combine.getKept())
+      return rewriter.notifyMatchFailure(
+          combine, "dispatch and combine use different routing");
+    if (!experts.getOutput().hasOneUse())
+      return rewriter.notifyMatchFailure(combine,
+                                         "the expert outputs have other users");
+    rewriter.replaceOp(
+        combine, buildRoutedExperts(rewriter, combine, dispatch.getX(),
+                                    dispatch.getExperts(), combine.getKept(),
+                                    combine.getGates(), Value(), experts));
+    return success();
+  }
+};
+
+struct FuseExpertsPass
+    : switchyard::moe::impl::MoEFuseExpertsBase<FuseExpertsPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateMoEFuseExpertsPatterns(patterns);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      return signalPassFailure();
+  }
+};
+
+} // namespace
+
+void switchyard::moe::populateMoEFuseExpertsPatterns(
+    RewritePatternSet &patterns) {
+  patterns.add<FuseCapacityExperts, FuseGroupedExperts>(patterns.getContext());
+}
