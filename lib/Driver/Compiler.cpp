@@ -22,6 +22,8 @@
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -138,10 +140,58 @@ switchyard::createHostTargetMachine(unsigned optLevel, std::string &error) {
   return machine;
 }
 
+/// Adds `"prepack": [{"weight": i, "shape": [...]}, ...]` from the module's
+/// `switchyard.prepack` (switchyard-hoist-weight-packing) to `manifest`.
+static LogicalResult addPrepackToManifest(ModuleOp module,
+                                          std::string &manifest) {
+  auto records = module->getAttrOfType<ArrayAttr>("switchyard.prepack");
+  llvm::Expected<llvm::json::Value> parsed = llvm::json::parse(manifest);
+  if (!parsed) {
+    llvm::consumeError(parsed.takeError());
+    return emitError(module.getLoc(), "the manifest is not valid JSON");
+  }
+  llvm::json::Array prepack;
+  for (Attribute record : records ? records.getValue() : ArrayRef<Attribute>{}) {
+    auto dict = cast<DictionaryAttr>(record);
+    llvm::json::Array shape;
+    for (int64_t d : cast<DenseI64ArrayAttr>(dict.get("shape")).asArrayRef())
+      shape.push_back(d);
+    prepack.push_back(llvm::json::Object{
+        {"weight", cast<IntegerAttr>(dict.get("weight")).getInt()},
+        {"shape", std::move(shape)}});
+  }
+  parsed->getAsObject()->insert({"prepack", std::move(prepack)});
+  manifest = llvm::formatv("{0}", *parsed).str();
+  return success();
+}
+
+/// `void name(void **args)`: args[i] is the i-th parameter of `ciface` (the
+/// result struct first, then the descriptors); without `ciface`, does
+/// nothing.
+static void addVoidStarStarWrapper(llvm::Module &module, llvm::StringRef name,
+                                   llvm::Function *ciface) {
+  llvm::LLVMContext &ctx = module.getContext();
+  auto *ptrType = llvm::PointerType::getUnqual(ctx);
+  auto *wrapper = llvm::Function::Create(
+      llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptrType},
+                              /*isVarArg=*/false),
+      llvm::GlobalValue::ExternalLinkage, name, module);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", wrapper));
+  if (ciface) {
+    llvm::SmallVector<llvm::Value *> args;
+    for (unsigned i = 0; i < ciface->arg_size(); ++i)
+      args.push_back(b.CreateLoad(
+          ptrType, b.CreateConstGEP1_64(ptrType, wrapper->getArg(0), i)));
+    b.CreateCall(ciface, args);
+  }
+  b.CreateRetVoid();
+}
+
 std::unique_ptr<llvm::Module> switchyard::translateToLLVMIR(
     ModuleOp module, llvm::LLVMContext &llvmContext, llvm::StringRef entry,
-    llvm::StringRef manifest, llvm::TargetMachine &machine,
-    unsigned optLevel) {
+    std::string &manifest, llvm::TargetMachine &machine, unsigned optLevel) {
+  if (failed(addPrepackToManifest(module, manifest)))
+    return nullptr;
   std::unique_ptr<llvm::Module> llvmModule =
       translateModuleToLLVMIR(module, llvmContext, "switchyard");
   if (!llvmModule) {
@@ -159,20 +209,12 @@ std::unique_ptr<llvm::Module> switchyard::translateToLLVMIR(
         << "'): the entry function needs the llvm.emit_c_interface attribute";
     return nullptr;
   }
-  // void switchyard_entry(void **args): args[i] is the i-th parameter of
-  // the C interface (the result struct first, then the descriptors).
-  auto *ptrType = llvm::PointerType::getUnqual(llvmContext);
-  auto *wrapper = llvm::Function::Create(
-      llvm::FunctionType::get(llvm::Type::getVoidTy(llvmContext), {ptrType},
-                              /*isVarArg=*/false),
-      llvm::GlobalValue::ExternalLinkage, "switchyard_entry", *llvmModule);
-  llvm::IRBuilder<> b(llvm::BasicBlock::Create(llvmContext, "entry", wrapper));
-  llvm::SmallVector<llvm::Value *> args;
-  for (unsigned i = 0; i < ciface->arg_size(); ++i)
-    args.push_back(b.CreateLoad(
-        ptrType, b.CreateConstGEP1_64(ptrType, wrapper->getArg(0), i)));
-  b.CreateCall(ciface, args);
-  b.CreateRetVoid();
+  addVoidStarStarWrapper(*llvmModule, "switchyard_entry", ciface);
+  llvm::Function *prepack =
+      llvmModule->getFunction(("_mlir_ciface_" + entry + "_prepack").str());
+  addVoidStarStarWrapper(*llvmModule, "switchyard_prepack",
+                         prepack && !prepack->isDeclaration() ? prepack
+                                                              : nullptr);
 
   auto *text = llvm::ConstantDataArray::getString(llvmContext, manifest,
                                                   /*AddNull=*/true);

@@ -47,6 +47,10 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   if (stage == CPUStage::Linalg)
     return;
 
+  // Weights are packed once, when bound (the runtime calls the prepack
+  // function), not on every run.
+  pm.addPass(createSwitchyardHoistWeightPacking());
+
   // Matrix products: parallel blocks and vectorized register tiles.
   pm.nest<func::FuncOp>().addPass(createSwitchyardTileMatmuls());
 

@@ -18,6 +18,7 @@ using namespace switchyard::runtime;
 // Defined by the object moec compiles (docs/Artifacts.md).
 extern "C" const char switchyard_manifest[];
 extern "C" void switchyard_entry(void **args);
+extern "C" void switchyard_prepack(void **args);
 
 struct sy_model {
   Model model;
@@ -83,10 +84,14 @@ sy_status create(sy_model **out, char **message,
   const Manifest *manifest = getManifest(error);
   if (!manifest)
     return fail(SY_ERROR_RUNTIME, error, message);
-  auto *model = new (std::nothrow) sy_model{Model(*manifest, switchyard_entry)};
+  auto *model = new (std::nothrow)
+      sy_model{Model(*manifest, switchyard_entry, switchyard_prepack)};
   if (!model)
     return fail(SY_ERROR_RUNTIME, "out of memory", message);
-  if (std::optional<Model::Failure> f = bind(model->model)) {
+  std::optional<Model::Failure> f = bind(model->model);
+  if (!f)
+    f = model->model.packWeights();
+  if (f) {
     delete model;
     return fail(*f, message);
   }

@@ -108,6 +108,18 @@ Expected<Manifest> Manifest::parse(StringRef text) {
     block.group = b->getString("group").value_or("sequence").str();
     m.blocks.push_back(std::move(block));
   }
+  if (const json::Array *packed = o->getArray("prepack")) {
+    for (const json::Value &v : *packed) {
+      const json::Object *p = v.getAsObject();
+      Packed entry;
+      std::optional<int64_t> weight = p ? p->getInteger("weight") : std::nullopt;
+      if (!weight || *weight < 0 || *weight >= int64_t(m.weights.size()) ||
+          !getShape(*p, entry.shape))
+        return bad("bad prepack entry");
+      entry.weight = *weight;
+      m.prepack.push_back(std::move(entry));
+    }
+  }
   if (m.results.empty() || m.results[0].rank != 3)
     return bad("result 0 is not the model output");
   return m;
@@ -305,6 +317,56 @@ std::vector<int64_t> descriptor(const void *data, ArrayRef<int64_t> shape) {
 constexpr int64_t kGlobalSentinel = 0xdeadbeef;
 } // namespace
 
+std::optional<Model::Failure> Model::packWeights() {
+  packedAllocations.clear();
+  packedData.assign(manifest.weights.size(), nullptr);
+  if (manifest.prepack.empty())
+    return std::nullopt;
+  if (!prepack)
+    return Failure{ErrorKind::Runtime, "the model lists packed weights but "
+                                       "has no switchyard_prepack"};
+  std::vector<std::vector<int64_t>> descs;
+  size_t resultWords = 0;
+  for (const Manifest::Packed &p : manifest.prepack) {
+    const Manifest::Weight &w = manifest.weights[p.weight];
+    descs.push_back(descriptor(weightData[p.weight], w.shape));
+    resultWords += 3 + 2 * p.shape.size();
+  }
+  std::vector<int64_t> results(resultWords, 0);
+  std::vector<void *> args{results.data()};
+  for (auto &d : descs)
+    args.push_back(d.data());
+  prepack(args.data());
+
+  std::optional<Failure> failure;
+  size_t at = 0;
+  for (const Manifest::Packed &p : manifest.prepack) {
+    const int64_t *words = results.data() + at;
+    at += 3 + 2 * p.shape.size();
+    // The compiled code allocated the packed copy: it is ours to free.
+    packedAllocations.emplace_back(reinterpret_cast<void *>(words[0]));
+    ArrayRef<int64_t> sizes(words + 3, p.shape.size()),
+        strides(words + 3 + p.shape.size(), p.shape.size());
+    std::vector<int64_t> contiguous = descriptor(nullptr, p.shape);
+    if (sizes != ArrayRef(p.shape) ||
+        strides != ArrayRef(contiguous).drop_front(3 + p.shape.size()) ||
+        words[2] != 0) {
+      if (!failure)
+        failure = Failure{ErrorKind::Runtime,
+                          "packed weight '" + manifest.weights[p.weight].name +
+                              "' came back with shape " + shapeString(sizes) +
+                              ", expected contiguous " + shapeString(p.shape)};
+      continue;
+    }
+    packedData[p.weight] = reinterpret_cast<const char *>(words[1]);
+  }
+  if (failure) {
+    packedAllocations.clear();
+    packedData.assign(manifest.weights.size(), nullptr);
+  }
+  return failure;
+}
+
 std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
                                          void *output, RunStats *stats) const {
   const Manifest &m = manifest;
@@ -319,13 +381,16 @@ std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
                    "this model was compiled for batch " +
                        std::to_string(m.batch) + ", got " +
                        std::to_string(batch)};
-  if (weightData.size() != m.weights.size())
+  if (weightData.size() != m.weights.size() ||
+      packedData.size() != m.weights.size())
     return Failure{ErrorKind::Argument, "the model has no weights bound"};
 
   std::vector<std::vector<int64_t>> descs;
   descs.push_back(descriptor(input, {batch, m.seqLen, m.dModel}));
   for (auto [w, data] : llvm::zip(m.weights, weightData))
     descs.push_back(descriptor(data, w.shape));
+  for (const Manifest::Packed &p : m.prepack)
+    descs[1 + p.weight] = descriptor(packedData[p.weight], p.shape);
   size_t resultWords = 0;
   for (const Manifest::Result &r : m.results)
     resultWords += 3 + 2 * r.rank;
@@ -352,7 +417,8 @@ std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
     int64_t allocated = words[0];
     if (allocated && allocated != kGlobalSentinel &&
         allocated != reinterpret_cast<int64_t>(input) &&
-        !llvm::is_contained(weightData, reinterpret_cast<const char *>(allocated)))
+        !llvm::is_contained(weightData, reinterpret_cast<const char *>(allocated)) &&
+        !llvm::is_contained(packedData, reinterpret_cast<const char *>(allocated)))
       toFree.insert(allocated);
     ArrayRef<int64_t> sizes(words + 3, r.rank), strides(words + 3 + r.rank, r.rank);
     std::vector<int64_t> expect = r.shape;

@@ -4,6 +4,9 @@
 //   const char switchyard_manifest[]    JSON describing the entry function
 //   void switchyard_entry(void **args)  args[0]: the result struct,
 //                                       args[1..]: memref descriptors
+//   void switchyard_prepack(void **args) the same for the weights the
+//                                       entry takes packed (manifest
+//                                       "prepack"): called once they are bound
 // (docs/Artifacts.md). A Model binds weights to the descriptors the
 // manifest lists, and runs the entry function on caller buffers.
 //
@@ -17,6 +20,8 @@
 #include "llvm/Support/Error.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 
 namespace switchyard::runtime {
@@ -45,6 +50,13 @@ struct Manifest {
   DType dtype;
   int64_t seqLen, dModel, batch;
   std::vector<Weight> weights;
+  /// Weights the entry function takes packed, in the order
+  /// switchyard_prepack takes and returns them.
+  struct Packed {
+    int64_t weight; ///< index into `weights`
+    std::vector<int64_t> shape;
+  };
+  std::vector<Packed> prepack;
   std::vector<Result> results;
   std::vector<Block> blocks;
 
@@ -73,8 +85,8 @@ public:
     ErrorKind kind;
     std::string message;
   };
-  Model(Manifest manifest, EntryFn entry)
-      : manifest(std::move(manifest)), entry(entry) {}
+  Model(Manifest manifest, EntryFn entry, EntryFn prepack)
+      : manifest(std::move(manifest)), entry(entry), prepack(prepack) {}
 
   const Manifest &getManifest() const { return manifest; }
 
@@ -86,6 +98,9 @@ public:
   /// Fills every weight with deterministic seeded values.
   void randomWeights(uint64_t seed);
   std::optional<Failure> saveWeights(llvm::StringRef path) const;
+  /// Packs the bound weights the manifest lists under "prepack" (once, after
+  /// binding): the entry function reads those copies from then on.
+  std::optional<Failure> packWeights();
 
   /// Runs on `input` ([batch, S, D], model dtype) into `output`.
   std::optional<Failure> run(int64_t batch, const void *input, void *output,
@@ -98,8 +113,14 @@ public:
 
 private:
   Manifest manifest;
-  EntryFn entry;
+  EntryFn entry, prepack;
   std::vector<const char *> weightData;
+  /// Per weight, its packed copy (allocated by switchyard_prepack) or null.
+  struct Free {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::vector<std::unique_ptr<void, Free>> packedAllocations;
+  std::vector<const char *> packedData;
   std::unique_ptr<SafeTensorsFile> file;
   std::vector<std::vector<char>> owned;
 };

@@ -37,6 +37,12 @@ constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
 struct ProductDims {
   SmallVector<unsigned> outer;
   unsigned m, n, k;
+  /// Packed products (`C[mt, nt, i, j] += A[mt, k, i] * B[nt, k, j]`, the
+  /// layouts of linalg.mmt4d with a unit inner reduction): `m` and `n` are
+  /// the tile indices mt and nt, and `tileM` x `tileN` (static) the inner
+  /// tile i x j, a register tile of its own.
+  std::optional<unsigned> innerM, innerN;
+  int64_t tileM = 0, tileN = 0;
 };
 
 /// Matrix products in any form (named or generic, with broadcast or
@@ -51,10 +57,34 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     return std::nullopt;
   FailureOr<linalg::ContractionDimensions> dims =
       linalg::inferContractionDims(op);
-  if (failed(dims) || dims->m.empty() || dims->n.size() != 1 ||
-      dims->k.size() != 1)
+  if (failed(dims) || dims->m.empty() || dims->k.size() != 1)
     return std::nullopt;
   AffineMap result = op.getIndexingMapMatchingResult(op->getResult(0));
+  if (dims->n.size() == 2 && dims->m.size() == 2 &&
+      result.getNumResults() == dims->batch.size() + 4 &&
+      dims->batch.size() + 5 == op.getNumLoops()) {
+    // A packed product: the result is [.., mt, nt, i, j].
+    auto dim = [&](unsigned i) { return getAffineDimExpr(i, op.getContext()); };
+    ArrayRef<AffineExpr> r = result.getResults().take_back(4);
+    SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+    if (r[0] != dim(dims->m[0]) || r[1] != dim(dims->n[0]) ||
+        r[2] != dim(dims->m[1]) || r[3] != dim(dims->n[1]) ||
+        ShapedType::isDynamic(ranges[dims->m[1]]) ||
+        ShapedType::isDynamic(ranges[dims->n[1]]))
+      return std::nullopt;
+    ProductDims p;
+    p.outer.assign(dims->batch.begin(), dims->batch.end());
+    p.m = dims->m[0];
+    p.n = dims->n[0];
+    p.k = dims->k[0];
+    p.innerM = dims->m[1];
+    p.innerN = dims->n[1];
+    p.tileM = ranges[*p.innerM];
+    p.tileN = ranges[*p.innerN];
+    return p;
+  }
+  if (dims->n.size() != 1)
+    return std::nullopt;
   if (result.getNumResults() == 0 ||
       result.getResults().back() != getAffineDimExpr(dims->n[0], op.getContext()))
     return std::nullopt;
@@ -171,17 +201,43 @@ struct TileMatmulsPass
     }
   }
 
+  /// Tiles `op` with `options`, replacing it; returns the tiled op and its
+  /// loops.
+  FailureOr<scf::SCFTilingResult> tileOnce(IRRewriter &rewriter,
+                                           Operation *target,
+                                           const scf::SCFTilingOptions &options,
+                                           StringRef what) {
+    rewriter.setInsertionPoint(target);
+    FailureOr<scf::SCFTilingResult> tiled =
+        scf::tileUsingSCF(rewriter, cast<TilingInterface>(target), options);
+    if (failed(tiled))
+      return target->emitError("cannot tile ") << what;
+    rewriter.replaceOp(target, tiled->replacements);
+    return tiled;
+  }
+
   LogicalResult tile(IRRewriter &rewriter, linalg::LinalgOp op,
                      const ProductDims &dims) {
     MLIRContext *ctx = &getContext();
     unsigned numLoops = op.getNumLoops();
-    // Narrow products (the router: one column per expert) get register
-    // tiles as wide as they are, so that they are vectorized too.
-    int64_t tileN = registerTileN, blockN = threadTileN;
-    SmallVector<int64_t> ranges = op.getStaticLoopRanges();
-    if (!ShapedType::isDynamic(ranges[dims.n]) && ranges[dims.n] < tileN) {
-      tileN = ranges[dims.n];
-      blockN = ranges[dims.n];
+    // Block and register tile sizes in the m and n loops.
+    int64_t blockM = threadTileM, blockN = threadTileN, tileM = registerTileM,
+            tileN = registerTileN;
+    if (dims.innerM) {
+      // A packed product: its 8x32 inner tile is the register tile, so the
+      // m and n loops (over inner tiles) take one step at a time, and every
+      // register tile is full (packing padded the rows and columns).
+      blockM = std::max<int64_t>(1, threadTileM / dims.tileM);
+      blockN = std::max<int64_t>(1, threadTileN / dims.tileN);
+      tileM = tileN = 1;
+    } else {
+      // Narrow products (the router: one column per expert) get register
+      // tiles as wide as they are, so that they are vectorized too.
+      SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+      if (!ShapedType::isDynamic(ranges[dims.n]) && ranges[dims.n] < tileN) {
+        tileN = ranges[dims.n];
+        blockN = ranges[dims.n];
+      }
     }
     // Tile sizes by loop: `outer` for the outer dimensions, then m, n, k.
     auto sizes = [&](int64_t outer, int64_t m, int64_t n, int64_t k) {
@@ -194,25 +250,12 @@ struct TileMatmulsPass
       return getAsIndexOpFoldResult(ctx, all);
     };
 
-    // Tiles `target` with `options`, replacing it; returns the tiled op and
-    // its loops.
-    auto tileOnce = [&](Operation *target, const scf::SCFTilingOptions &options,
-                        StringRef what) -> FailureOr<scf::SCFTilingResult> {
-      rewriter.setInsertionPoint(target);
-      FailureOr<scf::SCFTilingResult> tiled = scf::tileUsingSCF(
-          rewriter, cast<TilingInterface>(target), options);
-      if (failed(tiled))
-        return target->emitError("cannot tile ") << what;
-      rewriter.replaceOp(target, tiled->replacements);
-      return tiled;
-    };
-
     // Blocks for threads: one expert, thread-tile-m x thread-tile-n outputs.
     scf::SCFTilingOptions blocks;
     blocks.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
-    blocks.setTileSizes(sizes(1, threadTileM, blockN, 0));
+    blocks.setTileSizes(sizes(1, blockM, blockN, 0));
     FailureOr<scf::SCFTilingResult> outer =
-        tileOnce(op, blocks, "into parallel blocks");
+        tileOnce(rewriter, op, blocks, "into parallel blocks");
     if (failed(outer))
       return failure();
 
@@ -222,14 +265,14 @@ struct TileMatmulsPass
     scf::SCFTilingOptions panels;
     panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
     FailureOr<scf::SCFTilingResult> middle =
-        tileOnce(outer->tiledOps.front(), panels, "the reduction");
+        tileOnce(rewriter, outer->tiledOps.front(), panels, "the reduction");
     if (failed(middle))
       return failure();
 
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.
     scf::SCFTilingOptions registers;
-    registers.setTileSizes(sizes(0, registerTileM, tileN, 1));
+    registers.setTileSizes(sizes(0, tileM, tileN, 1));
     SmallVector<int64_t> order;
     for (unsigned d = 0; d < numLoops; ++d)
       if (d != dims.m && d != dims.n && d != dims.k)
@@ -237,10 +280,13 @@ struct TileMatmulsPass
     order.append({dims.n, dims.m, dims.k});
     registers.setInterchange(order);
     FailureOr<scf::SCFTilingResult> inner =
-        tileOnce(middle->tiledOps.front(), registers, "into register tiles");
+        tileOnce(rewriter, middle->tiledOps.front(), registers,
+                 "into register tiles");
     if (failed(inner))
       return failure();
     inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));
+    if (dims.innerM)
+      return success();
 
     // Peel the column and row loops: full tiles get static sizes, the
     // remainder runs once after them.

@@ -33,3 +33,31 @@ func.func @experts(%a: tensor<4x?x32xf32>, %b: tensor<4x32x64xf32>, %c: tensor<4
   %0 = linalg.batch_matmul ins(%a, %b : tensor<4x?x32xf32>, tensor<4x32x64xf32>) outs(%c : tensor<4x?x64xf32>) -> tensor<4x?x64xf32>
   return %0 : tensor<4x?x64xf32>
 }
+
+// A packed product (the layouts of linalg.mmt4d with a unit inner
+// reduction): the 8x32 inner tile is the register tile whatever the
+// options say; blocks hold thread-tile-m / 8 row tiles and thread-tile-n /
+// 32 column tiles of one expert; every register tile is full, so there is
+// no remainder loop.
+// CHECK-LABEL: func.func @packed
+// CHECK: scf.forall ({{.*}}) = (0, 0, 0) to (4, %{{.*}}, 6) step (1, 2, 2)
+// CHECK:   scf.for %{{.*}} = %c0 to %c64 step %c32
+// CHECK:     scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:         %[[ACC:.*]] = vector.transfer_read {{.*}} : tensor<1x1x1x8x32xf32>, vector<8x32xf32>
+// CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[A:.*]] = %[[ACC]]) -> ({{.*}}, vector<8x32xf32>)
+// CHECK:           vector.contract {{.*}} %[[A]] : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
+// CHECK-NOT:     linalg.generic
+#pa = affine_map<(e, mt, nt, k, i, j) -> (e, mt, k, i)>
+#pb = affine_map<(e, mt, nt, k, i, j) -> (e, nt, k, j)>
+#pc = affine_map<(e, mt, nt, k, i, j) -> (e, mt, nt, i, j)>
+func.func @packed(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32> {
+  %0 = linalg.generic {indexing_maps = [#pa, #pb, #pc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel"]}
+    ins(%a, %b : tensor<4x?x64x8xf32>, tensor<4x6x64x32xf32>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: f32, %y: f32, %z: f32):
+    %m = arith.mulf %x, %y : f32
+    %s = arith.addf %z, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}

@@ -70,11 +70,14 @@ std::unique_ptr<llvm::TargetMachine> createHostTargetMachine(unsigned optLevel,
                                                              std::string &error);
 
 /// Translates an LLVM-dialect module to LLVM IR, adds the runtime's entry
-/// point (`switchyard_entry`, calling `entry`'s C interface) and the
-/// manifest (`switchyard_manifest`), and optimizes it for `machine`.
+/// points (`switchyard_entry`, calling `entry`'s C interface, and
+/// `switchyard_prepack`, calling `<entry>_prepack`'s or doing nothing) and
+/// the manifest (`switchyard_manifest`), and optimizes it for `machine`.
+/// `manifest` gets the packed weights the pipeline recorded
+/// (`"prepack"`, from the module's `switchyard.prepack`).
 std::unique_ptr<llvm::Module>
 translateToLLVMIR(mlir::ModuleOp module, llvm::LLVMContext &llvmContext,
-                  llvm::StringRef entry, llvm::StringRef manifest,
+                  llvm::StringRef entry, std::string &manifest,
                   llvm::TargetMachine &machine, unsigned optLevel);
 
 /// Writes `module` as an object file.

@@ -302,6 +302,16 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
         {getAsOpFoldResult(numExperts), getAsOpFoldResult(paddedRows),
          getAsOpFoldResult(width)},
         dtype);
+    // Packed products when the widths allow: the weights are packed here
+    // (switchyard-hoist-weight-packing moves that to load time) and each
+    // block gathers its rows straight into the packed layout.
+    MLPWeights weights = mlpWeights(adaptor, op.getActivation());
+    bool packed = canPack(weights);
+    if (packed) {
+      weights.w1 = packWeight(b, loc, weights.w1);
+      weights.wg = packWeight(b, loc, weights.wg);
+      weights.w2 = packWeight(b, loc, weights.w2);
+    }
     auto forall = scf::ForallOp::create(
         b, loc,
         ArrayRef<OpFoldResult>{getAsOpFoldResult(numExperts),
@@ -325,14 +335,31 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
       Value rows = arith::MinUIOp::create(b, loc, rounded, block);
 
       MLIRContext *ctx = b.getContext();
-      Value gatheredInit = tensor::EmptyOp::create(
-          b, loc, {getAsOpFoldResult(rows), getAsOpFoldResult(width)}, dtype);
+      // The block's rows, gathered from x: [rows, D], or packed
+      // [rows / 8, D, 8] (loops (mt, d, i), row mt * 8 + i).
+      SmallVector<OpFoldResult> gatheredSizes = {getAsOpFoldResult(rows),
+                                                 getAsOpFoldResult(width)};
+      if (packed)
+        gatheredSizes = {getAsOpFoldResult(arith::DivUIOp::create(
+                             b, loc, rows, indexConst(b, loc, kPackRows))
+                             .getResult()),
+                         getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
+      unsigned rank = gatheredSizes.size();
+      Value gatheredInit =
+          tensor::EmptyOp::create(b, loc, gatheredSizes, dtype);
       Value gathered = buildGeneric(
           b, loc, ValueRange{}, gatheredInit,
-          {AffineMap::getMultiDimIdentityMap(2, ctx)}, parallelIterators(2),
+          {AffineMap::getMultiDimIdentityMap(rank, ctx)},
+          parallelIterators(rank),
           [&](OpBuilder &b, Location loc, ValueRange) {
-            Value r = arith::AddIOp::create(b, loc, start,
-                                            linalgIndex(b, loc, 0));
+            Value row = linalgIndex(b, loc, 0);
+            if (packed)
+              row = arith::AddIOp::create(
+                  b, loc,
+                  arith::MulIOp::create(b, loc, row,
+                                        indexConst(b, loc, kPackRows)),
+                  linalgIndex(b, loc, 2));
+            Value r = arith::AddIOp::create(b, loc, start, row);
             Value token = convertScalar(
                 b, loc, extract(b, loc, rowToken, ValueRange{e, r}),
                 b.getIndexType());
@@ -341,9 +368,9 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
                 extract(b, loc, xFlat,
                         ValueRange{token, linalgIndex(b, loc, 1)}));
           });
-      Value y = buildMLP(
-          b, loc, gathered,
-          expertWeights(b, loc, mlpWeights(adaptor, op.getActivation()), e));
+      MLPWeights expert = expertWeights(b, loc, weights, e);
+      Value y = packed ? buildPackedMLP(b, loc, gathered, expert)
+                       : buildMLP(b, loc, gathered, expert);
 
       b.setInsertionPointToEnd(forall.getTerminator().getBody());
       SmallVector<OpFoldResult> offsets = {e, start, b.getIndexAttr(0)};

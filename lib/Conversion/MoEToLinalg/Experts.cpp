@@ -30,6 +30,20 @@ Value matmulF32(OpBuilder &b, Location loc, Value in, Value w, bool batched) {
   return linalg::MatmulOp::create(b, loc, ValueRange{in, w}, acc).getResult(0);
 }
 
+/// The body of an epilogue over (acc, extra?, bias?): adds the bias to acc,
+/// applies `fn` (with extra) and yields the result as `resultType`.
+void epilogueBody(OpBuilder &b, Location loc, ValueRange args, bool extra,
+                  bool bias, Type resultType,
+                  function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
+  Value v = args[0];
+  Value other = extra ? args[1] : Value();
+  if (bias)
+    v = arith::AddFOp::create(
+        b, loc, v, convertScalar(b, loc, args[extra ? 2 : 1], b.getF32Type()));
+  linalg::YieldOp::create(
+      b, loc, convertScalar(b, loc, fn(b, loc, v, other), resultType));
+}
+
 /// Elementwise epilogue over `acc [.., M, N]` (f32): adds `bias [.., N]` and
 /// applies `fn`, storing in `resultType`. `extra` is an optional second f32
 /// operand of the same shape as `acc`, passed to `fn`.
@@ -59,18 +73,202 @@ Value epilogue(OpBuilder &b, Location loc, Value acc, Value extra, Value bias,
   return buildGeneric(
       b, loc, inputs, init, maps, parallelIterators(rank),
       [&](OpBuilder &b, Location loc, ValueRange args) {
-        Value v = args[0];
-        Value other = extra ? args[1] : Value();
-        if (bias)
-          v = arith::AddFOp::create(
-              b, loc, v,
-              convertScalar(b, loc, args[extra ? 2 : 1], b.getF32Type()));
-        linalg::YieldOp::create(
-            b, loc, convertScalar(b, loc, fn(b, loc, v, other), resultType));
+        epilogueBody(b, loc, args, extra != nullptr, bias != nullptr,
+                     resultType, fn);
       });
 }
 
+/// Leading expert dimensions of a packed operand (0 or 1) given its rank
+/// without them.
+unsigned batchDims(Value v, unsigned rank) {
+  return cast<ShapedType>(v.getType()).getRank() - rank;
+}
+
+/// `ap [.., MT, K, 8]` times `bp [.., NT, K, 32]` into a fresh f32
+/// accumulator `[.., MT, NT, 8, 32]` (`..`: an optional expert dimension on
+/// both): the packed product switchyard-tile-matmuls gives full register
+/// tiles with contiguous operands.
+Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp) {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  unsigned nb = batchDims(ap, 3);
+  SmallVector<OpFoldResult> sizes;
+  for (unsigned i = 0; i < nb; ++i)
+    sizes.push_back(tensor::getMixedSize(b, loc, ap, i));
+  sizes.append({tensor::getMixedSize(b, loc, ap, nb),
+                tensor::getMixedSize(b, loc, bp, nb), b.getIndexAttr(kPackRows),
+                b.getIndexAttr(kPackCols)});
+  Value acc = zeroTensor(b, loc, sizes, f32);
+  // Loops (.., mt, nt, k, i, j).
+  auto maps = [&](ArrayRef<unsigned> dims) {
+    SmallVector<AffineExpr> exprs;
+    for (unsigned i = 0; i < nb; ++i)
+      exprs.push_back(getAffineDimExpr(i, ctx));
+    for (unsigned d : dims)
+      exprs.push_back(getAffineDimExpr(nb + d, ctx));
+    return AffineMap::get(nb + 5, 0, exprs, ctx);
+  };
+  using utils::IteratorType;
+  SmallVector<IteratorType> iterators(nb, IteratorType::parallel);
+  iterators.append({IteratorType::parallel, IteratorType::parallel,
+                    IteratorType::reduction, IteratorType::parallel,
+                    IteratorType::parallel});
+  return buildGeneric(
+      b, loc, ValueRange{ap, bp}, acc,
+      {maps({0, 2, 3}), maps({1, 2, 4}), maps({0, 1, 3, 4})}, iterators,
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value prod = arith::MulFOp::create(b, loc,
+                                           convertScalar(b, loc, args[0], f32),
+                                           convertScalar(b, loc, args[1], f32));
+        linalg::YieldOp::create(
+            b, loc, arith::AddFOp::create(b, loc, args[2], prod).getResult());
+      });
+}
+
+/// The epilogue of a packed product: reads `acc [.., MT, NT, 8, 32]` (and
+/// `extra`, the same shape), adds `bias [.., N]`, applies `fn`, and writes
+/// `init` through `outDims` (a permutation of the loops (mt, nt, i, j),
+/// after the expert dimension), which gives the next product its packed
+/// operand or the caller its rows.
+Value packedEpilogue(OpBuilder &b, Location loc, Value acc, Value extra,
+                     Value bias, Value init, ArrayRef<unsigned> outDims,
+                     function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
+  MLIRContext *ctx = b.getContext();
+  Type resultType = elementType(init);
+  unsigned nb = batchDims(acc, 4);
+  auto map = [&](ArrayRef<unsigned> dims) {
+    SmallVector<AffineExpr> exprs;
+    for (unsigned i = 0; i < nb; ++i)
+      exprs.push_back(getAffineDimExpr(i, ctx));
+    for (unsigned d : dims)
+      exprs.push_back(getAffineDimExpr(nb + d, ctx));
+    return AffineMap::get(nb + 4, 0, exprs, ctx);
+  };
+  SmallVector<Value> inputs = {acc};
+  SmallVector<AffineMap> maps = {map({0, 1, 2, 3})};
+  if (extra) {
+    inputs.push_back(extra);
+    maps.push_back(maps.front());
+  }
+  if (bias) {
+    auto type = cast<ShapedType>(bias.getType());
+    SmallVector<int64_t> shape(type.getShape().drop_back());
+    shape.append({type.getShape().back() / kPackCols, kPackCols});
+    SmallVector<ReassociationIndices> groups;
+    for (unsigned i = 0; i < nb; ++i)
+      groups.push_back({int64_t(i)});
+    groups.push_back({int64_t(nb), int64_t(nb) + 1});
+    inputs.push_back(tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get(shape, type.getElementType()), bias,
+        groups));
+    maps.push_back(map({1, 3}));
+  }
+  maps.push_back(map(outDims));
+  return buildGeneric(
+      b, loc, inputs, init, maps, parallelIterators(nb + 4),
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        epilogueBody(b, loc, args, extra != nullptr, bias != nullptr,
+                     resultType, fn);
+      });
+}
+
+/// `[.., a, b, c, d]` collapsed as `groups` after the expert dimension.
+Value collapseAfterBatch(OpBuilder &b, Location loc, Value v, unsigned nb,
+                         ArrayRef<ReassociationIndices> groups) {
+  SmallVector<ReassociationIndices> all;
+  for (unsigned i = 0; i < nb; ++i)
+    all.push_back({int64_t(i)});
+  for (const ReassociationIndices &g : groups) {
+    ReassociationIndices shifted;
+    for (int64_t d : g)
+      shifted.push_back(d + nb);
+    all.push_back(shifted);
+  }
+  return tensor::CollapseShapeOp::create(b, loc, v, all);
+}
+
 } // namespace
+
+Value switchyard::lowering::packWeight(OpBuilder &b, Location loc,
+                                       Value weight) {
+  if (!weight)
+    return weight;
+  // [E, K, N] -> [E, K, N/32, 32] -> [E, N/32, K, 32].
+  auto type = cast<RankedTensorType>(weight.getType());
+  ArrayRef<int64_t> shape = type.getShape();
+  int64_t e = shape[0], k = shape[1], n = shape[2];
+  auto split = RankedTensorType::get({e, k, n / kPackCols, kPackCols},
+                                     type.getElementType());
+  Value expanded = tensor::ExpandShapeOp::create(
+      b, loc, split, weight,
+      SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
+  Value init = tensor::EmptyOp::create(
+      b, loc, ArrayRef<int64_t>{e, n / kPackCols, k, kPackCols},
+      type.getElementType());
+  auto transpose = linalg::TransposeOp::create(b, loc, expanded, init,
+                                              ArrayRef<int64_t>{0, 2, 1, 3});
+  // switchyard-hoist-weight-packing moves this to load time.
+  transpose->setAttr("switchyard.pack_weight", b.getUnitAttr());
+  return transpose.getResult()[0];
+}
+
+bool switchyard::lowering::canPack(const MLPWeights &w) {
+  auto cols = [](Value v) {
+    return cast<ShapedType>(v.getType()).getShape().back();
+  };
+  auto ok = [](int64_t n) {
+    return !ShapedType::isDynamic(n) && n % kPackCols == 0;
+  };
+  auto rank3Static = [](Value v) {
+    return !v || (cast<ShapedType>(v.getType()).getRank() == 3 &&
+                  cast<ShapedType>(v.getType()).hasStaticShape());
+  };
+  return rank3Static(w.w1) && rank3Static(w.wg) && rank3Static(w.w2) &&
+         ok(cols(w.w1)) && ok(cols(w.w2));
+}
+
+Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
+                                           Value input, const MLPWeights &w) {
+  Type modelType = elementType(w.w1);
+  unsigned nb = batchDims(input, 3);
+  auto w2Type = cast<ShapedType>(w.w2.getType());
+  int64_t f = w2Type.getDimSize(nb + 1);
+  int64_t dModel = w2Type.getDimSize(nb) * kPackCols;
+  auto sizesWith = [&](ArrayRef<OpFoldResult> tail) {
+    SmallVector<OpFoldResult> sizes;
+    for (unsigned i = 0; i <= nb; ++i) // the experts, then MT
+      sizes.push_back(tensor::getMixedSize(b, loc, input, i));
+    sizes.append(tail.begin(), tail.end());
+    return sizes;
+  };
+
+  Value h1 = packedMatmulF32(b, loc, input, w.w1);
+  Value gate = w.wg ? packedMatmulF32(b, loc, input, w.wg) : Value();
+  // The hidden activations, packed as the second product's left operand:
+  // [.., MT, F/32, 32, 8] is [.., MT, F, 8].
+  Value hiddenInit = tensor::EmptyOp::create(
+      b, loc,
+      sizesWith({b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
+                 b.getIndexAttr(kPackRows)}),
+      modelType);
+  Value hidden = packedEpilogue(
+      b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2},
+      [&](OpBuilder &b, Location loc, Value v, Value g) {
+        return applyActivation(b, loc, w.activation, v, g);
+      });
+  hidden = collapseAfterBatch(b, loc, hidden, nb, {{0}, {1, 2}, {3}});
+  Value out = packedMatmulF32(b, loc, hidden, w.w2);
+  // Rows again: [.., MT, 8, D/32, 32] is [.., MT * 8, D].
+  Value outInit = tensor::EmptyOp::create(
+      b, loc,
+      sizesWith({b.getIndexAttr(kPackRows), b.getIndexAttr(dModel / kPackCols),
+                 b.getIndexAttr(kPackCols)}),
+      modelType);
+  Value rows = packedEpilogue(
+      b, loc, out, Value(), w.b2, outInit, {0, 2, 1, 3},
+      [](OpBuilder &, Location, Value v, Value) { return v; });
+  return collapseAfterBatch(b, loc, rows, nb, {{0, 1}, {2, 3}});
+}
 
 Value switchyard::lowering::buildMLP(OpBuilder &b, Location loc, Value input, const MLPWeights &w) {
   bool batched = cast<ShapedType>(input.getType()).getRank() == 3;
@@ -118,8 +316,58 @@ struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
   LogicalResult
   matchAndRewrite(moe::ExpertsOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &b) const override {
-    b.replaceOp(op, buildMLP(b, op.getLoc(), adaptor.getInput(),
-                             mlpWeights(adaptor, op.getActivation())));
+    Location loc = op.getLoc();
+    MLPWeights weights = mlpWeights(adaptor, op.getActivation());
+    Value input = adaptor.getInput();
+    if (!canPack(weights)) {
+      b.replaceOp(op, buildMLP(b, loc, input, weights));
+      return success();
+    }
+    // Packed products: the rows [E, M, D] are packed as [E, M/8, D, 8]
+    // (padded with zero rows to a multiple of 8), the weights by
+    // packWeight (moved to load time by switchyard-hoist-weight-packing).
+    MLIRContext *ctx = getContext();
+    Value rowCount = dimOf(b, loc, input, 1);
+    Value tile = indexConst(b, loc, kPackRows);
+    Value tiles = arith::CeilDivUIOp::create(b, loc, rowCount, tile);
+    Type dtype = elementType(input);
+    Value packedInit = tensor::EmptyOp::create(
+        b, loc,
+        {tensor::getMixedSize(b, loc, input, 0), getAsOpFoldResult(tiles),
+         tensor::getMixedSize(b, loc, input, 2), b.getIndexAttr(kPackRows)},
+        dtype);
+    Value packedRows = buildGeneric(
+        b, loc, ValueRange{}, packedInit,
+        {AffineMap::getMultiDimIdentityMap(4, ctx)}, parallelIterators(4),
+        [&](OpBuilder &b, Location loc, ValueRange) {
+          Value row = arith::AddIOp::create(
+              b, loc,
+              arith::MulIOp::create(b, loc,
+                                    linalg::IndexOp::create(b, loc, 1), tile),
+              linalg::IndexOp::create(b, loc, 3));
+          Value valid = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::ult, row, rowCount);
+          Value safe = arith::SelectOp::create(b, loc, valid, row,
+                                               indexConst(b, loc, 0));
+          Value v = extract(b, loc, input,
+                            ValueRange{linalg::IndexOp::create(b, loc, 0), safe,
+                                       linalg::IndexOp::create(b, loc, 2)});
+          linalg::YieldOp::create(
+              b, loc,
+              arith::SelectOp::create(
+                  b, loc, valid, v,
+                  arith::ConstantOp::create(b, loc, dtype,
+                                            b.getZeroAttr(dtype)))
+                  .getResult());
+        });
+    weights.w1 = packWeight(b, loc, weights.w1);
+    weights.wg = packWeight(b, loc, weights.wg);
+    weights.w2 = packWeight(b, loc, weights.w2);
+    Value out = buildPackedMLP(b, loc, packedRows, weights);
+    SmallVector<OpFoldResult> offsets(3, b.getIndexAttr(0)),
+        strides(3, b.getIndexAttr(1));
+    b.replaceOp(op, tensor::ExtractSliceOp::create(
+                        b, loc, out, offsets, sizesOf(b, loc, input), strides));
     return success();
   }
 };

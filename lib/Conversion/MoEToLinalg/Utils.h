@@ -131,6 +131,27 @@ MLPWeights mlpWeights(AdaptorT adaptor, moe::Activation activation) {
 MLPWeights expertWeights(mlir::OpBuilder &b, mlir::Location loc,
                          const MLPWeights &weights, mlir::Value e);
 
+/// Packed operands (docs/Rationale.md): a product's left operand [M, K] is
+/// packed as [M/8, K, 8] and a weight [K, N] as [N/32, K, 32], so that each
+/// 8x32 register tile reads both contiguously.
+constexpr int64_t kPackRows = 8;
+constexpr int64_t kPackCols = 32;
+
+/// Whether buildPackedMLP applies: static rank-3 weights whose column counts
+/// (F and D) are multiples of kPackCols.
+bool canPack(const MLPWeights &weights);
+
+/// A weight [E, K, N] packed as [E, N/32, K, 32].
+mlir::Value packWeight(mlir::OpBuilder &b, mlir::Location loc,
+                       mlir::Value weight);
+
+/// The MLP over packed rows `input [MT, D, 8]` with one expert's packed
+/// weights (w1/wg [F/32, D, 32], w2 [D/32, F, 32], biases as they are):
+/// returns the output rows [MT * 8, D] in the model dtype. The hidden
+/// activations are written packed, as the second product reads them.
+mlir::Value buildPackedMLP(mlir::OpBuilder &b, mlir::Location loc,
+                           mlir::Value input, const MLPWeights &weights);
+
 /// Iterator lists.
 llvm::SmallVector<mlir::utils::IteratorType> parallelIterators(unsigned n);
 

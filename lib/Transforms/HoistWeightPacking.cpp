@@ -1,0 +1,164 @@
+//===- HoistWeightPacking.cpp - Pack weights once, at load time -----------===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+// The packed products read each weight [E, K, N] as [E, N/32, K, 32]. The
+// weights do not change between runs, so packing them on every run would
+// move the whole model through memory for nothing. This pass moves the
+// packing out of the entry function into `<entry>_prepack`, which the
+// runtime calls once when weights are bound; the entry function then takes
+// the packed weights. The module records which weights are packed, and
+// their packed shapes, in `switchyard.prepack` for the artifact's manifest.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+namespace switchyard {
+#define GEN_PASS_DEF_SWITCHYARDHOISTWEIGHTPACKING
+#include "switchyard/Transforms/Passes.h.inc"
+} // namespace switchyard
+
+using namespace mlir;
+
+namespace {
+
+constexpr llvm::StringLiteral kWeight = "switchyard.weight";
+constexpr llvm::StringLiteral kPackWeight = "switchyard.pack_weight";
+constexpr llvm::StringLiteral kPrepack = "switchyard.prepack";
+
+/// The packing of weight argument `arg`: an expand_shape whose uses are all
+/// marked transposes with one result type, when every use of `arg` is such
+/// an expand_shape. Returns the transposes.
+std::optional<SmallVector<linalg::TransposeOp>> packingOf(BlockArgument arg) {
+  SmallVector<linalg::TransposeOp> packs;
+  if (arg.use_empty())
+    return std::nullopt;
+  for (Operation *user : arg.getUsers()) {
+    auto expand = dyn_cast<tensor::ExpandShapeOp>(user);
+    if (!expand || expand.getResult().use_empty())
+      return std::nullopt;
+    for (Operation *expandUser : expand.getResult().getUsers()) {
+      auto transpose = dyn_cast<linalg::TransposeOp>(expandUser);
+      if (!transpose || !transpose->hasAttr(kPackWeight) ||
+          transpose.getInput() != expand.getResult())
+        return std::nullopt;
+      if (!packs.empty() &&
+          (transpose.getResult()[0].getType() !=
+               packs.front().getResult()[0].getType() ||
+           transpose.getPermutation() != packs.front().getPermutation()))
+        return std::nullopt;
+      packs.push_back(transpose);
+    }
+  }
+  return packs;
+}
+
+struct HoistWeightPackingPass
+    : switchyard::impl::SwitchyardHoistWeightPackingBase<
+          HoistWeightPackingPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> funcs(module.getOps<func::FuncOp>());
+    SmallVector<Attribute> records;
+    for (func::FuncOp func : funcs)
+      if (failed(hoist(func, records)))
+        return signalPassFailure();
+    if (!records.empty())
+      module->setAttr(kPrepack, ArrayAttr::get(&getContext(), records));
+  }
+
+  LogicalResult hoist(func::FuncOp func, SmallVector<Attribute> &records) {
+    if (func.isExternal())
+      return success();
+    MLIRContext *ctx = &getContext();
+    // Weight arguments in order; their index among the weights is their
+    // index in the manifest.
+    struct Packed {
+      unsigned argIndex;
+      int64_t weightIndex;
+      SmallVector<linalg::TransposeOp> packs;
+    };
+    SmallVector<Packed> packed;
+    int64_t weightIndex = 0;
+    for (BlockArgument arg : func.getArguments()) {
+      if (!func.getArgAttr(arg.getArgNumber(), kWeight))
+        continue;
+      if (std::optional<SmallVector<linalg::TransposeOp>> packs =
+              packingOf(arg))
+        packed.push_back({arg.getArgNumber(), weightIndex, *packs});
+      ++weightIndex;
+    }
+    if (packed.empty())
+      return success();
+
+    // <entry>_prepack(weights) -> packed weights, with the entry's C
+    // interface.
+    SmallVector<Type> inputs, results;
+    for (Packed &p : packed) {
+      inputs.push_back(func.getArgument(p.argIndex).getType());
+      results.push_back(p.packs.front().getResult()[0].getType());
+    }
+    OpBuilder b(func);
+    auto prepack = func::FuncOp::create(
+        b, func.getLoc(), (func.getName() + "_prepack").str(),
+        b.getFunctionType(inputs, results));
+    prepack->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+    Block *body = prepack.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    SmallVector<Value> packedValues;
+    for (auto [i, p] : llvm::enumerate(packed)) {
+      linalg::TransposeOp pack = p.packs.front();
+      IRMapping mapping;
+      mapping.map(func.getArgument(p.argIndex), body->getArgument(i));
+      auto expand = pack.getInput().getDefiningOp<tensor::ExpandShapeOp>();
+      Operation *init = pack.getInit().getDefiningOp();
+      if (!init || init->getNumOperands() != 0)
+        return pack.emitError("the packed weight's destination is not a "
+                              "static tensor.empty");
+      b.clone(*expand, mapping);
+      b.clone(*init, mapping);
+      Operation *clone = b.clone(*pack, mapping);
+      clone->removeAttr(kPackWeight);
+      packedValues.push_back(clone->getResult(0));
+      records.push_back(DictionaryAttr::get(
+          ctx, {b.getNamedAttr("weight", b.getI64IntegerAttr(p.weightIndex)),
+                b.getNamedAttr(
+                    "shape",
+                    b.getDenseI64ArrayAttr(
+                        cast<ShapedType>(results[i]).getShape()))}));
+    }
+    func::ReturnOp::create(b, func.getLoc(), packedValues);
+
+    // The entry now takes the packed weights.
+    for (auto [i, p] : llvm::enumerate(packed)) {
+      BlockArgument arg = func.getArgument(p.argIndex);
+      SmallVector<Operation *> dead;
+      for (linalg::TransposeOp pack : p.packs) {
+        dead.push_back(pack);
+        dead.push_back(pack.getInput().getDefiningOp());
+        if (Operation *init = pack.getInit().getDefiningOp())
+          dead.push_back(init);
+      }
+      arg.setType(results[i]);
+      for (linalg::TransposeOp pack : p.packs)
+        pack.getResult()[0].replaceAllUsesWith(arg);
+      for (Operation *op : dead)
+        if (op->use_empty())
+          op->erase();
+      func.setArgAttr(p.argIndex, "switchyard.packed", UnitAttr::get(ctx));
+    }
+    SmallVector<Type> argTypes(func.getBody().front().getArgumentTypes());
+    func.setFunctionType(
+        FunctionType::get(ctx, argTypes, func.getResultTypes()));
+    return success();
+  }
+};
+
+} // namespace

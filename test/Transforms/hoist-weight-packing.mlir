@@ -1,0 +1,53 @@
+// RUN: moe-opt %s --switchyard-hoist-weight-packing -split-input-file | FileCheck %s
+
+// A weight whose only uses are its packing: the packing moves to
+// @forward_prepack, @forward takes the packed weight, and the module records
+// the weight's index among the weights (the norm weight is 0) and its
+// packed shape.
+
+// CHECK: module attributes {switchyard.prepack = [{shape = array<i64: 2, 2, 16, 32>, weight = 1 : i64}]}
+// CHECK-LABEL: func.func @forward_prepack
+// CHECK-SAME:    (%[[W:.+]]: tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32> attributes {llvm.emit_c_interface}
+// CHECK:         %[[E:.+]] = tensor.expand_shape %[[W]] {{\[}}[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+// CHECK:         %[[T:.+]] = linalg.transpose ins(%[[E]] : tensor<2x16x2x32xf32>) outs(%{{.+}} : tensor<2x2x16x32xf32>) permutation = [0, 2, 1, 3]
+// CHECK-NOT:     switchyard.pack_weight
+// CHECK:         return %[[T]]
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME:    %[[N:[a-z0-9]+]]: tensor<16xf32> {switchyard.weight = "norm"}
+// CHECK-SAME:    %[[P:[a-z0-9]+]]: tensor<2x2x16x32xf32> {switchyard.packed, switchyard.weight = "w1"}
+// CHECK-NOT:     linalg.transpose
+// CHECK:         return %[[P]], %[[N]]
+module {
+  func.func @forward(%x: tensor<?x16xf32>, %norm: tensor<16xf32> {switchyard.weight = "norm"},
+                     %w: tensor<2x16x64xf32> {switchyard.weight = "w1"})
+      -> (tensor<2x2x16x32xf32>, tensor<16xf32>) attributes {llvm.emit_c_interface} {
+    %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+        : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
+    %init = tensor.empty() : tensor<2x2x16x32xf32>
+    %p = linalg.transpose ins(%e : tensor<2x16x2x32xf32>) outs(%init : tensor<2x2x16x32xf32>)
+        permutation = [0, 2, 1, 3] {switchyard.pack_weight}
+    return %p, %norm : tensor<2x2x16x32xf32>, tensor<16xf32>
+  }
+}
+
+// -----
+
+// A weight that is also read unpacked stays as it is: packing it at load
+// time would not save its reads.
+
+// CHECK-NOT: switchyard.prepack
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME:    tensor<2x16x64xf32> {switchyard.weight = "w1"}
+// CHECK:         linalg.transpose
+// CHECK-NOT:   func.func @forward_prepack
+module {
+  func.func @forward(%x: tensor<?x16xf32>, %w: tensor<2x16x64xf32> {switchyard.weight = "w1"})
+      -> (tensor<2x2x16x32xf32>, tensor<2x16x64xf32>) attributes {llvm.emit_c_interface} {
+    %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+        : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
+    %init = tensor.empty() : tensor<2x2x16x32xf32>
+    %p = linalg.transpose ins(%e : tensor<2x16x2x32xf32>) outs(%init : tensor<2x2x16x32xf32>)
+        permutation = [0, 2, 1, 3] {switchyard.pack_weight}
+    return %p, %w : tensor<2x2x16x32xf32>, tensor<2x16x64xf32>
+  }
+}
