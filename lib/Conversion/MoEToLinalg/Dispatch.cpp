@@ -345,8 +345,10 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
                              .getResult()),
                          getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
       unsigned rank = gatheredSizes.size();
+      // Packed rows are f32 (the model dtype's values, widened exactly).
+      Type gatheredType = packed ? b.getF32Type() : dtype;
       Value gatheredInit =
-          tensor::EmptyOp::create(b, loc, gatheredSizes, dtype);
+          tensor::EmptyOp::create(b, loc, gatheredSizes, gatheredType);
       Value gathered = buildGeneric(
           b, loc, ValueRange{}, gatheredInit,
           {AffineMap::getMultiDimIdentityMap(rank, ctx)},
@@ -365,8 +367,11 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
                 b.getIndexType());
             linalg::YieldOp::create(
                 b, loc,
-                extract(b, loc, xFlat,
-                        ValueRange{token, linalgIndex(b, loc, 1)}));
+                convertScalar(
+                    b, loc,
+                    extract(b, loc, xFlat,
+                            ValueRange{token, linalgIndex(b, loc, 1)}),
+                    gatheredType));
           });
       MLPWeights expert = expertWeights(b, loc, weights, e);
       Value y = packed ? buildPackedMLP(b, loc, gathered, expert)

@@ -31,17 +31,18 @@ Value matmulF32(OpBuilder &b, Location loc, Value in, Value w, bool batched) {
 }
 
 /// The body of an epilogue over (acc, extra?, bias?): adds the bias to acc,
-/// applies `fn` (with extra) and yields the result as `resultType`.
+/// applies `fn` (with extra), rounds to `roundTo` (the model dtype the
+/// semantics stores the value in) and yields the result as `resultType`.
 void epilogueBody(OpBuilder &b, Location loc, ValueRange args, bool extra,
-                  bool bias, Type resultType,
+                  bool bias, Type roundTo, Type resultType,
                   function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
   Value v = args[0];
   Value other = extra ? args[1] : Value();
   if (bias)
     v = arith::AddFOp::create(
         b, loc, v, convertScalar(b, loc, args[extra ? 2 : 1], b.getF32Type()));
-  linalg::YieldOp::create(
-      b, loc, convertScalar(b, loc, fn(b, loc, v, other), resultType));
+  Value rounded = convertScalar(b, loc, fn(b, loc, v, other), roundTo);
+  linalg::YieldOp::create(b, loc, convertScalar(b, loc, rounded, resultType));
 }
 
 /// Elementwise epilogue over `acc [.., M, N]` (f32): adds `bias [.., N]` and
@@ -74,7 +75,7 @@ Value epilogue(OpBuilder &b, Location loc, Value acc, Value extra, Value bias,
       b, loc, inputs, init, maps, parallelIterators(rank),
       [&](OpBuilder &b, Location loc, ValueRange args) {
         epilogueBody(b, loc, args, extra != nullptr, bias != nullptr,
-                     resultType, fn);
+                     resultType, resultType, fn);
       });
 }
 
@@ -126,12 +127,13 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp) {
 }
 
 /// The epilogue of a packed product: reads `acc [.., MT, NT, 8, 32]` (and
-/// `extra`, the same shape), adds `bias [.., N]`, applies `fn`, and writes
-/// `init` through `outDims` (a permutation of the loops (mt, nt, i, j),
-/// after the expert dimension), which gives the next product its packed
-/// operand or the caller its rows.
+/// `extra`, the same shape), adds `bias [.., N]`, applies `fn`, rounds to
+/// `roundTo` (the model dtype) and writes `init` through `outDims` (a
+/// permutation of the loops (mt, nt, i, j), after the expert dimension),
+/// which gives the next product its packed operand or the caller its rows.
 Value packedEpilogue(OpBuilder &b, Location loc, Value acc, Value extra,
                      Value bias, Value init, ArrayRef<unsigned> outDims,
+                     Type roundTo,
                      function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
   MLIRContext *ctx = b.getContext();
   Type resultType = elementType(init);
@@ -168,7 +170,7 @@ Value packedEpilogue(OpBuilder &b, Location loc, Value acc, Value extra,
       b, loc, inputs, init, maps, parallelIterators(nb + 4),
       [&](OpBuilder &b, Location loc, ValueRange args) {
         epilogueBody(b, loc, args, extra != nullptr, bias != nullptr,
-                     resultType, fn);
+                     roundTo, resultType, fn);
       });
 }
 
@@ -246,13 +248,16 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
   Value gate = w.wg ? packedMatmulF32(b, loc, input, w.wg) : Value();
   // The hidden activations, packed as the second product's left operand:
   // [.., MT, F/32, 32, 8] is [.., MT, F, 8].
+  // They are stored in the model dtype (SEMANTICS.md section 1), and packed
+  // in f32, so that the product does not widen every element it
+  // broadcasts.
   Value hiddenInit = tensor::EmptyOp::create(
       b, loc,
       sizesWith({b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
                  b.getIndexAttr(kPackRows)}),
-      modelType);
+      b.getF32Type());
   Value hidden = packedEpilogue(
-      b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2},
+      b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2}, modelType,
       [&](OpBuilder &b, Location loc, Value v, Value g) {
         return applyActivation(b, loc, w.activation, v, g);
       });
@@ -265,7 +270,7 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
                  b.getIndexAttr(kPackCols)}),
       modelType);
   Value rows = packedEpilogue(
-      b, loc, out, Value(), w.b2, outInit, {0, 2, 1, 3},
+      b, loc, out, Value(), w.b2, outInit, {0, 2, 1, 3}, modelType,
       [](OpBuilder &, Location, Value v, Value) { return v; });
   return collapseAfterBatch(b, loc, rows, nb, {{0, 1}, {2, 3}});
 }
@@ -330,7 +335,8 @@ struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
     Value rowCount = dimOf(b, loc, input, 1);
     Value tile = indexConst(b, loc, kPackRows);
     Value tiles = arith::CeilDivUIOp::create(b, loc, rowCount, tile);
-    Type dtype = elementType(input);
+    // Packed in f32 (the values are the model dtype's, widened exactly).
+    Type dtype = b.getF32Type();
     Value packedInit = tensor::EmptyOp::create(
         b, loc,
         {tensor::getMixedSize(b, loc, input, 0), getAsOpFoldResult(tiles),
@@ -349,9 +355,12 @@ struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
               b, loc, arith::CmpIPredicate::ult, row, rowCount);
           Value safe = arith::SelectOp::create(b, loc, valid, row,
                                                indexConst(b, loc, 0));
-          Value v = extract(b, loc, input,
-                            ValueRange{linalg::IndexOp::create(b, loc, 0), safe,
-                                       linalg::IndexOp::create(b, loc, 2)});
+          Value v = convertScalar(
+              b, loc,
+              extract(b, loc, input,
+                      ValueRange{linalg::IndexOp::create(b, loc, 0), safe,
+                                 linalg::IndexOp::create(b, loc, 2)}),
+              dtype);
           linalg::YieldOp::create(
               b, loc,
               arith::SelectOp::create(
