@@ -165,13 +165,13 @@ def test_seeded_runs_are_deterministic_and_bench_reports(tmp_path):
     assert not np.array_equal(np.load(tmp_path / "c.npy"), outs[0])
 
 
-# Token-choice blocks whose experts get several 128-row blocks of uneven
-# size (S = 300, B = 2: 600 tokens over 4 experts), with a capacity, top-2
+# Token-choice blocks whose experts get several 256-row blocks of uneven
+# size (S = 600, B = 2: 1200 tokens over 4 experts), with a capacity, top-2
 # dropless and top-2 with bias and a gated activation.
 ROUTED = """\
 name: routed
 d_model: 32
-seq_len: 300
+seq_len: 600
 dtype: {dtype}
 blocks:
   - layer: moe
@@ -212,7 +212,7 @@ def test_fused_experts_match_unfused_and_reference(dtype, tmp_path):
     assert "moe.routed_experts" not in moec(source, "--emit=mlir", "--stage=fused",
                                             "--no-fusion").stdout
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((2, 300, 32)).astype(np.float32)
+    x = rng.standard_normal((2, 600, 32)).astype(np.float32)
     weights = tmp_path / "w.safetensors"
     np.save(tmp_path / "x.npy", x)
     if dtype == "f32":

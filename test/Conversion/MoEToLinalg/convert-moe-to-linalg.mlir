@@ -149,7 +149,7 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 
 // moe.routed_experts: a compaction loop gives each expert its kept rows
 // (rowToken) and each assignment its row (slotOf); one parallel task per
-// (expert, 128-row block) gathers its rows from x, rounds their count up to
+// (expert, 256-row block) gathers its rows from x, rounds their count up to
 // the 8-row register tile, and runs the MLP on them alone; the combine reads
 // each kept assignment's row.
 
@@ -157,19 +157,19 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x8x16xf32>, %[[E:[a-z0-9]+]]: tensor<?x8x1xi64>, %[[K:[a-z0-9]+]]: tensor<?x8x1xi1>, %[[G:[a-z0-9]+]]: tensor<?x8x1xf32>, %[[W1:[a-z0-9]+]]: tensor<4x16x32xf32>, %[[W2:[a-z0-9]+]]: tensor<4x32x16xf32>)
 // CHECK-DAG:   %[[C3:.+]] = arith.constant 3 : index
 // CHECK-DAG:   %[[C8:.+]] = arith.constant 8 : index
-// CHECK-DAG:   %[[C128:.+]] = arith.constant 128 : index
+// CHECK-DAG:   %[[C256:.+]] = arith.constant 256 : index
 // CHECK:       %[[NG:.+]] = tensor.dim %[[X]]
 // CHECK:       %[[MAXROWS:.+]] = arith.muli %[[NG]], %[[C3]] : index
-// CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C128]] : index
+// CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C256]] : index
 // CHECK:       %[[TABLES:.+]]:3 = scf.for
 // CHECK:         scf.for
 // CHECK:           scf.if
 // CHECK:       %[[XF:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0, 1], [2]]
 // CHECK:       %[[OUT:.+]] = scf.forall (%[[EI:.+]], %[[BI:.+]]) in (4, %[[NBLOCKS]]) shared_outs(%[[O:.+]] = %{{.+}}) -> (tensor<4x?x16xf32>)
-// CHECK:         %[[START:.+]] = arith.muli %[[BI]], %[[C128]]
+// CHECK:         %[[START:.+]] = arith.muli %[[BI]], %[[C256]]
 // CHECK:         %[[CNT:.+]] = tensor.extract %[[TABLES]]#0[%[[EI]]]
 // CHECK:         arith.ceildivui %{{.+}}, %[[C8]]
-// CHECK:         %[[ROWS:.+]] = arith.minui %{{.+}}, %[[C128]]
+// CHECK:         %[[ROWS:.+]] = arith.minui %{{.+}}, %[[C256]]
 // CHECK:         %[[A:.+]] = linalg.generic {{.+}} outs(%{{.+}} : tensor<?x16xf32>)
 // CHECK:           tensor.extract %[[TABLES]]#1[%[[EI]], %{{.+}}] : tensor<4x?xi64>
 // CHECK:           tensor.extract %[[XF]]
