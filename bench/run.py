@@ -1,12 +1,19 @@
 """Switchyard's CPU benchmark: `make bench` (or `python3 bench/run.py`).
 
-For each configuration of issue 6 it times Switchyard (the default CPU
-pipeline, through the switchyard package) and PyTorch eager written from
-SEMANTICS.md (bench/moe_torch.py under Debian's python3-torch, in a
-subprocess), and measures the machine's ceilings in the same run: sgemm
+For each configuration of issue 6 it times Switchyard fused (the default
+CPU pipeline, through the switchyard package), Switchyard with fusion off
+(`compile(..., fusion=False)`, as `moec --no-fusion`), and PyTorch eager
+written from SEMANTICS.md (bench/moe_torch.py under Debian's python3-torch,
+in a subprocess), and measures the machine's ceilings in the same run: sgemm
 GFLOP/s (numpy/OpenBLAS, 2048^3) for compute-bound layers, copy bandwidth
 (one numpy copy, read + write bytes) for the weight-bound Soft MoE layer.
-Prints one table of medians and spreads (min-max), and the scaling tables.
+Prints one table of medians and spreads (min-max), the routing glue of the
+token-choice blocks, and the scaling tables.
+
+The glue estimate: a token-choice block minus a dense FFN block (same
+widths, same activation) over its kept assignments' worth of tokens. The FFN
+does the same expert products with no routing, so the difference is the
+router, top-k, capacity positions, gather, combine and their bookkeeping.
 """
 
 import argparse
@@ -76,18 +83,21 @@ def copy_gbps(runs):
     return 2 * src.nbytes / statistics.median(times) / 1e9
 
 
-def model_of(config, batch=None, experts=None):
+def model_of(config, batch=None, experts=None, dense=False):
     block = {k: config[k] for k in LAYER_KEYS if k in config}
     block["norm"] = "rms"
     if experts:
         block["experts"] = experts
+    if dense:
+        block = dict(layer="ffn", norm="rms", d_ff=config["d_ff"],
+                     activation=config["activation"])
     return sy.Model(d_model=config["d_model"], seq_len=config["seq_len"], dtype=config["dtype"],
                     name=config["name"], blocks=[block])
 
 
-def time_switchyard(compiled, config, batch, runs):
+def time_switchyard(compiled, config, batch, runs, seq_len=None):
     x = np.random.default_rng(1).standard_normal(
-        (batch, config["seq_len"], config["d_model"]), dtype=np.float32)
+        (batch, seq_len or config["seq_len"], config["d_model"]), dtype=np.float32)
     if config["dtype"] == "bf16":
         x = x.astype(ml_dtypes.bfloat16)
     result = compiled(x, seed=0)  # warm-up; binds the weights
@@ -137,18 +147,21 @@ def main():
     print(f"# ceilings measured now: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
           f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
     print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
-          "'fused' is not there yet (no fusion passes): Switchyard = the default pipeline")
+          "fused = the default pipeline, fusion off = compile(fusion=False)")
     print()
-    header = (f"| config | B | useful GFLOP | Switchyard ms | PyTorch eager ms | speedup "
-              f"| useful GFLOP/s | vs ceiling |")
+    header = ("| config | B | useful GFLOP | fused ms | fusion off ms | PyTorch eager ms "
+              "| vs PyTorch | fused vs off | useful GFLOP/s | vs ceiling |")
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 10)
     only = set(args.only.split(",")) if args.only else None
+    glue = []
     for config in CONFIGS:
         if only and config["name"] not in only:
             continue
         compiled = sy.compile(model_of(config))
         sy_times, flops = time_switchyard(compiled, config, config["batch"], args.runs)
+        off_times, _ = time_switchyard(sy.compile(model_of(config), fusion=False), config,
+                                       config["batch"], args.runs)
         torch_times = time_torch(config, config["batch"], args.runs)
         med = statistics.median(sy_times)
         speedup = (f"{statistics.median(torch_times) / med:.2f}x" if torch_times else "n/a")
@@ -159,7 +172,24 @@ def main():
             stream_ms = weight_bytes(compiled) / (bandwidth * 1e9) * 1e3
             ceiling = f"{med / stream_ms:.2f}x weight stream ({stream_ms:.0f} ms)"
         print(f"| {config['name']} | {config['batch']} | {flops / 1e9:.2f} | {fmt(sy_times)} | "
-              f"{fmt(torch_times)} | {speedup} | {rate:.1f} | {ceiling} |", flush=True)
+              f"{fmt(off_times)} | {fmt(torch_times)} | {speedup} | "
+              f"{statistics.median(off_times) / med:.2f}x | {rate:.1f} | {ceiling} |",
+              flush=True)
+        if config["layer"] == "moe" and config["top_k"] == 1:
+            glue.append((config, med))
+
+    if glue:
+        print("\n# routing glue: the block minus a dense FFN over the same tokens\n")
+        print("| config | block ms | dense FFN ms | glue ms | glue share |")
+        print("|---|---|---|---|---|")
+    for config, med in glue:
+        # Top-1 keeps almost every token: the FFN over all B * S tokens does
+        # the kept rows' products (a slight overestimate of them).
+        dense = sy.compile(model_of(config, dense=True))
+        ffn_times, _ = time_switchyard(dense, config, config["batch"], args.runs)
+        ffn = statistics.median(ffn_times)
+        print(f"| {config['name']} | {med:.1f} | {fmt(ffn_times)} | {med - ffn:.1f} | "
+              f"{(med - ffn) / med:.0%} |", flush=True)
 
     if args.no_scaling:
         return

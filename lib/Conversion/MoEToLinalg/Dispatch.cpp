@@ -212,15 +212,6 @@ struct CombineLowering : OpConversionPattern<moe::CombineOp> {
   }
 };
 
-/// Rows of an expert computed together by moe.routed_experts: one parallel
-/// task. Chosen by measurement (Switch, B=4: 64 rows 126 ms, 128 rows 108 ms,
-/// 256 rows 105 ms, 512 rows 106 ms): the second product reads the block's
-/// hidden activations back while they are still in cache.
-constexpr int64_t kRowBlock = 256;
-/// Row counts are rounded up to the register tile of switchyard-tile-matmuls,
-/// so that no block ends in a scalar edge tile.
-constexpr int64_t kRowMultiple = 8;
-
 struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
   using OpConversionPattern::OpConversionPattern;
 
@@ -244,9 +235,7 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
     if (Value capacity = adaptor.getCapacity())
       perGroup = arith::MinUIOp::create(b, loc, capacity, groupSize);
     Value maxRows = arith::MulIOp::create(b, loc, numGroups, perGroup);
-    Value block = indexConst(b, loc, kRowBlock);
-    Value numBlocks = arith::CeilDivUIOp::create(b, loc, maxRows, block);
-    Value paddedRows = arith::MulIOp::create(b, loc, numBlocks, block);
+    Value paddedRows = roundUpToRowBlock(b, loc, maxRows);
 
     // Compaction, in (group, token, choice) order: rowToken[e, r] is the
     // flat token of row r of expert e, slotOf[g, t, j] the row of a kept
@@ -291,102 +280,24 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
     rowToken = tables[1];
     slotOf = tables[2];
 
-    // One parallel task per (expert, row block): gather the block's rows
-    // from x, run the expert's MLP on them, and write them to the expert's
-    // rows of `out`. Blocks past the expert's count have no rows.
+    // One parallel task per (expert, row block) gathers its rows from x
+    // through rowToken and runs the expert's MLP on them.
     Value xFlat = tensor::CollapseShapeOp::create(
         b, loc, x, SmallVector<ReassociationIndices>{{0, 1}, {2}});
-    Value width = dimOf(b, loc, x, 2);
     Type dtype = elementType(x);
-    Value outInit = tensor::EmptyOp::create(
-        b, loc,
-        {getAsOpFoldResult(numExperts), getAsOpFoldResult(paddedRows),
-         getAsOpFoldResult(width)},
-        dtype);
-    // Packed products when the widths allow: the weights are packed here
-    // (switchyard-hoist-weight-packing moves that to load time) and each
-    // block gathers its rows straight into the packed layout.
-    MLPWeights weights = mlpWeights(adaptor, op.getActivation());
-    bool packed = canPack(weights);
-    if (packed) {
-      weights.w1 = packWeight(b, loc, weights.w1);
-      weights.wg = packWeight(b, loc, weights.wg);
-      weights.w2 = packWeight(b, loc, weights.w2);
-    }
-    auto forall = scf::ForallOp::create(
-        b, loc,
-        ArrayRef<OpFoldResult>{getAsOpFoldResult(numExperts),
-                               getAsOpFoldResult(numBlocks)},
-        ValueRange{outInit}, std::nullopt);
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(forall.getTerminator());
-      Value e = forall.getInductionVar(0);
-      Value start =
-          arith::MulIOp::create(b, loc, forall.getInductionVar(1), block);
-      Value count =
-          convertScalar(b, loc, extract(b, loc, counts, e), b.getIndexType());
-      // rows = min(block, roundUp(max(count - start, 0), kRowMultiple))
-      Value left = arith::MaxSIOp::create(
-          b, loc, arith::SubIOp::create(b, loc, count, start), c0);
-      Value multiple = indexConst(b, loc, kRowMultiple);
-      Value rounded = arith::MulIOp::create(
-          b, loc, arith::CeilDivUIOp::create(b, loc, left, multiple),
-          multiple);
-      Value rows = arith::MinUIOp::create(b, loc, rounded, block);
-
-      MLIRContext *ctx = b.getContext();
-      // The block's rows, gathered from x: [rows, D], or packed
-      // [rows / 8, D, 8] (loops (mt, d, i), row mt * 8 + i).
-      SmallVector<OpFoldResult> gatheredSizes = {getAsOpFoldResult(rows),
-                                                 getAsOpFoldResult(width)};
-      if (packed)
-        gatheredSizes = {getAsOpFoldResult(arith::DivUIOp::create(
-                             b, loc, rows, indexConst(b, loc, kPackRows))
-                             .getResult()),
-                         getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
-      unsigned rank = gatheredSizes.size();
-      // Packed rows are f32 (the model dtype's values, widened exactly).
-      Type gatheredType = packed ? b.getF32Type() : dtype;
-      Value gatheredInit =
-          tensor::EmptyOp::create(b, loc, gatheredSizes, gatheredType);
-      Value gathered = buildGeneric(
-          b, loc, ValueRange{}, gatheredInit,
-          {AffineMap::getMultiDimIdentityMap(rank, ctx)},
-          parallelIterators(rank),
-          [&](OpBuilder &b, Location loc, ValueRange) {
-            Value row = linalgIndex(b, loc, 0);
-            if (packed)
-              row = arith::AddIOp::create(
-                  b, loc,
-                  arith::MulIOp::create(b, loc, row,
-                                        indexConst(b, loc, kPackRows)),
-                  linalgIndex(b, loc, 2));
-            Value r = arith::AddIOp::create(b, loc, start, row);
-            Value token = convertScalar(
-                b, loc, extract(b, loc, rowToken, ValueRange{e, r}),
-                b.getIndexType());
-            linalg::YieldOp::create(
-                b, loc,
-                convertScalar(
-                    b, loc,
-                    extract(b, loc, xFlat,
-                            ValueRange{token, linalgIndex(b, loc, 1)}),
-                    gatheredType));
-          });
-      MLPWeights expert = expertWeights(b, loc, weights, e);
-      Value y = packed ? buildPackedMLP(b, loc, gathered, expert)
-                       : buildMLP(b, loc, gathered, expert);
-
-      b.setInsertionPointToEnd(forall.getTerminator().getBody());
-      SmallVector<OpFoldResult> offsets = {e, start, b.getIndexAttr(0)};
-      SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), rows,
-                                         getAsOpFoldResult(width)};
-      SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
-      tensor::ParallelInsertSliceOp::create(
-          b, loc, y, forall.getRegionIterArgs()[0], offsets, sizes, strides);
-    }
-    Value out = forall.getResult(0);
+    Value out = buildRowBlockMLPs(
+        b, loc, maxRows, dimOf(b, loc, x, 2),
+        mlpWeights(adaptor, op.getActivation()),
+        [&](OpBuilder &b, Location loc, Value e) {
+          return convertScalar(b, loc, extract(b, loc, counts, e),
+                               b.getIndexType());
+        },
+        [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
+          Value token = convertScalar(
+              b, loc, extract(b, loc, rowToken, ValueRange{e, r}),
+              b.getIndexType());
+          return extract(b, loc, xFlat, ValueRange{token, d});
+        });
 
     // The combine reads each kept assignment's row; identical to
     // moe.combine's f32 sum in choice order.

@@ -275,6 +275,98 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
   return collapseAfterBatch(b, loc, rows, nb, {{0, 1}, {2, 3}});
 }
 
+Value switchyard::lowering::roundUpToRowBlock(OpBuilder &b, Location loc,
+                                              Value rows) {
+  Value block = indexConst(b, loc, kRowBlock);
+  return arith::MulIOp::create(
+      b, loc, arith::CeilDivUIOp::create(b, loc, rows, block), block);
+}
+
+Value switchyard::lowering::buildRowBlockMLPs(
+    OpBuilder &b, Location loc, Value maxRows, Value width,
+    const MLPWeights &unpacked,
+    function_ref<Value(OpBuilder &, Location, Value)> count,
+    function_ref<Value(OpBuilder &, Location, Value, Value, Value)> element) {
+  MLIRContext *ctx = b.getContext();
+  Type dtype = elementType(unpacked.w1);
+  Value numExperts = dimOf(b, loc, unpacked.w1, 0);
+  Value block = indexConst(b, loc, kRowBlock);
+  Value numBlocks = arith::CeilDivUIOp::create(b, loc, maxRows, block);
+  Value outInit = tensor::EmptyOp::create(
+      b, loc,
+      {getAsOpFoldResult(numExperts),
+       getAsOpFoldResult(roundUpToRowBlock(b, loc, maxRows)),
+       getAsOpFoldResult(width)},
+      dtype);
+  // Packed products when the widths allow: the weights are packed here
+  // (switchyard-hoist-weight-packing moves that to load time) and each
+  // block reads its rows straight into the packed layout.
+  MLPWeights weights = unpacked;
+  bool packed = canPack(weights);
+  if (packed) {
+    weights.w1 = packWeight(b, loc, weights.w1);
+    weights.wg = packWeight(b, loc, weights.wg);
+    weights.w2 = packWeight(b, loc, weights.w2);
+  }
+  auto forall = scf::ForallOp::create(
+      b, loc,
+      ArrayRef<OpFoldResult>{getAsOpFoldResult(numExperts),
+                             getAsOpFoldResult(numBlocks)},
+      ValueRange{outInit}, std::nullopt);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(forall.getTerminator());
+  Value e = forall.getInductionVar(0);
+  Value start = arith::MulIOp::create(b, loc, forall.getInductionVar(1), block);
+  // rows = min(block, roundUp(max(count - start, 0), 8)): row counts are
+  // rounded up to the register tile, so that no block ends in a scalar edge
+  // tile.
+  Value left = arith::MaxSIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, count(b, loc, e), start),
+      indexConst(b, loc, 0));
+  Value multiple = indexConst(b, loc, kPackRows);
+  Value rounded = arith::MulIOp::create(
+      b, loc, arith::CeilDivUIOp::create(b, loc, left, multiple), multiple);
+  Value rows = arith::MinUIOp::create(b, loc, rounded, block);
+
+  // The block's rows: [rows, D], or packed [rows / 8, D, 8] in f32 (the
+  // model dtype's values, widened exactly; loops (mt, d, i), row mt * 8 + i).
+  SmallVector<OpFoldResult> sizes = {getAsOpFoldResult(rows),
+                                     getAsOpFoldResult(width)};
+  if (packed)
+    sizes = {getAsOpFoldResult(
+                 arith::DivUIOp::create(b, loc, rows, multiple).getResult()),
+             getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
+  unsigned rank = sizes.size();
+  Type rowType = packed ? b.getF32Type() : dtype;
+  Value rowsInit = tensor::EmptyOp::create(b, loc, sizes, rowType);
+  Value input = buildGeneric(
+      b, loc, ValueRange{}, rowsInit,
+      {AffineMap::getMultiDimIdentityMap(rank, ctx)}, parallelIterators(rank),
+      [&](OpBuilder &b, Location loc, ValueRange) {
+        Value row = linalg::IndexOp::create(b, loc, 0);
+        if (packed)
+          row = arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, row, multiple),
+              linalg::IndexOp::create(b, loc, 2));
+        Value r = arith::AddIOp::create(b, loc, start, row);
+        Value v = element(b, loc, e, r, linalg::IndexOp::create(b, loc, 1));
+        linalg::YieldOp::create(b, loc, convertScalar(b, loc, v, rowType));
+      });
+  MLPWeights expert = expertWeights(b, loc, weights, e);
+  Value y = packed ? buildPackedMLP(b, loc, input, expert)
+                   : buildMLP(b, loc, input, expert);
+
+  b.setInsertionPointToEnd(forall.getTerminator().getBody());
+  SmallVector<OpFoldResult> offsets = {e, start, b.getIndexAttr(0)};
+  SmallVector<OpFoldResult> sliceSizes = {b.getIndexAttr(1), rows,
+                                          getAsOpFoldResult(width)};
+  SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
+  tensor::ParallelInsertSliceOp::create(b, loc, y,
+                                        forall.getRegionIterArgs()[0], offsets,
+                                        sliceSizes, strides);
+  return forall.getResult(0);
+}
+
 Value switchyard::lowering::buildMLP(OpBuilder &b, Location loc, Value input, const MLPWeights &w) {
   bool batched = cast<ShapedType>(input.getType()).getRank() == 3;
   Type modelType = elementType(input);
@@ -328,51 +420,25 @@ struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
       b.replaceOp(op, buildMLP(b, loc, input, weights));
       return success();
     }
-    // Packed products: the rows [E, M, D] are packed as [E, M/8, D, 8]
-    // (padded with zero rows to a multiple of 8), the weights by
-    // packWeight (moved to load time by switchyard-hoist-weight-packing).
-    MLIRContext *ctx = getContext();
+    // Packed products by row blocks, each block's rows packed as it
+    // starts; rows past M (up to the next multiple of 8) read as zero.
     Value rowCount = dimOf(b, loc, input, 1);
-    Value tile = indexConst(b, loc, kPackRows);
-    Value tiles = arith::CeilDivUIOp::create(b, loc, rowCount, tile);
-    // Packed in f32 (the values are the model dtype's, widened exactly).
-    Type dtype = b.getF32Type();
-    Value packedInit = tensor::EmptyOp::create(
-        b, loc,
-        {tensor::getMixedSize(b, loc, input, 0), getAsOpFoldResult(tiles),
-         tensor::getMixedSize(b, loc, input, 2), b.getIndexAttr(kPackRows)},
-        dtype);
-    Value packedRows = buildGeneric(
-        b, loc, ValueRange{}, packedInit,
-        {AffineMap::getMultiDimIdentityMap(4, ctx)}, parallelIterators(4),
-        [&](OpBuilder &b, Location loc, ValueRange) {
-          Value row = arith::AddIOp::create(
-              b, loc,
-              arith::MulIOp::create(b, loc,
-                                    linalg::IndexOp::create(b, loc, 1), tile),
-              linalg::IndexOp::create(b, loc, 3));
+    Value out = buildRowBlockMLPs(
+        b, loc, rowCount, dimOf(b, loc, input, 2), weights,
+        [&](OpBuilder &, Location, Value) { return rowCount; },
+        [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
           Value valid = arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::ult, row, rowCount);
-          Value safe = arith::SelectOp::create(b, loc, valid, row,
+              b, loc, arith::CmpIPredicate::ult, r, rowCount);
+          Value safe = arith::SelectOp::create(b, loc, valid, r,
                                                indexConst(b, loc, 0));
-          Value v = convertScalar(
-              b, loc,
-              extract(b, loc, input,
-                      ValueRange{linalg::IndexOp::create(b, loc, 0), safe,
-                                 linalg::IndexOp::create(b, loc, 2)}),
-              dtype);
-          linalg::YieldOp::create(
-              b, loc,
-              arith::SelectOp::create(
-                  b, loc, valid, v,
-                  arith::ConstantOp::create(b, loc, dtype,
-                                            b.getZeroAttr(dtype)))
-                  .getResult());
+          Value v = extract(b, loc, input, ValueRange{e, safe, d});
+          Type type = v.getType();
+          return arith::SelectOp::create(
+                     b, loc, valid, v,
+                     arith::ConstantOp::create(b, loc, type,
+                                               b.getZeroAttr(type)))
+              .getResult();
         });
-    weights.w1 = packWeight(b, loc, weights.w1);
-    weights.wg = packWeight(b, loc, weights.wg);
-    weights.w2 = packWeight(b, loc, weights.w2);
-    Value out = buildPackedMLP(b, loc, packedRows, weights);
     SmallVector<OpFoldResult> offsets(3, b.getIndexAttr(0)),
         strides(3, b.getIndexAttr(1));
     b.replaceOp(op, tensor::ExtractSliceOp::create(

@@ -160,11 +160,11 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // CHECK-DAG:   %[[C256:.+]] = arith.constant 256 : index
 // CHECK:       %[[NG:.+]] = tensor.dim %[[X]]
 // CHECK:       %[[MAXROWS:.+]] = arith.muli %[[NG]], %[[C3]] : index
-// CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C256]] : index
 // CHECK:       %[[TABLES:.+]]:3 = scf.for
 // CHECK:         scf.for
 // CHECK:           scf.if
 // CHECK:       %[[XF:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0, 1], [2]]
+// CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C256]] : index
 // CHECK:       %[[OUT:.+]] = scf.forall (%[[EI:.+]], %[[BI:.+]]) in (4, %[[NBLOCKS]]) shared_outs(%[[O:.+]] = %{{.+}}) -> (tensor<4x?x16xf32>)
 // CHECK:         %[[START:.+]] = arith.muli %[[BI]], %[[C256]]
 // CHECK:         %[[CNT:.+]] = tensor.extract %[[TABLES]]#0[%[[EI]]]
