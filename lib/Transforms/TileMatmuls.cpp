@@ -30,6 +30,8 @@ namespace {
 
 /// Marks the register tiles to vectorize once their shapes are static.
 constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
+/// Marks packed products whose blocks have few rows (set by the lowering).
+constexpr llvm::StringLiteral kStreamWeights = "switchyard.stream_weights";
 
 /// The loops of a matrix product: `outer` (batch dimensions, and row
 /// dimensions other than the innermost) are taken one at a time; `m`, `n`
@@ -262,8 +264,27 @@ struct TileMatmulsPass
     // Reduction blocks: a register-tile-n wide panel of the right operand
     // over reduction-tile-k steps stays in the L1 cache while every row
     // tile of the block passes over it.
+    // In a packed product each column tile's panels follow each other in
+    // memory ([N/32, K, 32]). When the product is marked as bound by
+    // reading its weights (a block of few rows), the column tiles go outside
+    // the panels, so that the weights stream in order; otherwise the panels
+    // go outside, so that the rows' panel stays in L2 across column tiles.
+    auto others = [&](ArrayRef<unsigned> last) {
+      SmallVector<int64_t> order;
+      for (unsigned d = 0; d < numLoops; ++d)
+        if (d != dims.m && d != dims.n && d != dims.k)
+          order.push_back(d);
+      order.append(last.begin(), last.end());
+      return order;
+    };
     scf::SCFTilingOptions panels;
-    panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
+    bool stream = dims.innerM && op->hasAttr(kStreamWeights);
+    if (stream) {
+      panels.setTileSizes(sizes(0, 0, tileN, reductionTileK));
+      panels.setInterchange(others({dims.m, dims.n, dims.k}));
+    } else {
+      panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
+    }
     FailureOr<scf::SCFTilingResult> middle =
         tileOnce(rewriter, outer->tiledOps.front(), panels, "the reduction");
     if (failed(middle))
@@ -272,13 +293,8 @@ struct TileMatmulsPass
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.
     scf::SCFTilingOptions registers;
-    registers.setTileSizes(sizes(0, tileM, tileN, 1));
-    SmallVector<int64_t> order;
-    for (unsigned d = 0; d < numLoops; ++d)
-      if (d != dims.m && d != dims.n && d != dims.k)
-        order.push_back(d);
-    order.append({dims.n, dims.m, dims.k});
-    registers.setInterchange(order);
+    registers.setTileSizes(sizes(0, tileM, stream ? 0 : tileN, 1));
+    registers.setInterchange(others({dims.n, dims.m, dims.k}));
     FailureOr<scf::SCFTilingResult> inner =
         tileOnce(rewriter, middle->tiledOps.front(), registers,
                  "into register tiles");

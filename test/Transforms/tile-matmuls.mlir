@@ -61,3 +61,24 @@ func.func @packed(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tenso
   } -> tensor<4x?x6x8x32xf32>
   return %0 : tensor<4x?x6x8x32xf32>
 }
+
+// The same product marked as bound by reading its weights (a block of few
+// rows): the column tiles go outside the reduction panels, so that each
+// column tile's panels, contiguous in the packed weight, are read in order.
+// CHECK-LABEL: func.func @packed_stream
+// CHECK: scf.forall ({{.*}}) = (0, 0, 0) to (4, %{{.*}}, 6) step (1, 2, 2)
+// CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:     scf.for %{{.*}} = %c0 to %c64 step %c32
+// CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1
+// CHECK:           vector.contract {{.*}} : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
+func.func @packed_stream(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32> {
+  %0 = linalg.generic {indexing_maps = [#pa, #pb, #pc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel"], switchyard.stream_weights}
+    ins(%a, %b : tensor<4x?x64x8xf32>, tensor<4x6x64x32xf32>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: f32, %y: f32, %z: f32):
+    %m = arith.mulf %x, %y : f32
+    %s = arith.addf %z, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}

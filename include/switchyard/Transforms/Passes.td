@@ -47,6 +47,17 @@ def SwitchyardTileMatmuls
        partial tiles at the edges stay scalar), and carries its accumulator
        through the reduction loop as a vector.
 
+    Packed products (`C[.., mt, nt, i, j] += A[.., mt, k, i] * B[.., nt, k,
+    j]`, the layouts of `linalg.mmt4d` with a unit inner reduction, which the
+    expert MLPs use when their widths are multiples of 32) are tiled the same
+    way with their static `i x j` inner tile as the register tile: blocks of
+    `thread-tile-m / i` row tiles and `thread-tile-n / j` column tiles, every
+    register tile full and contiguous in both operands, no edge tiles. A
+    packed product marked `switchyard.stream_weights` (the lowering marks the
+    version of a row block with at most 32 rows, which is bound by reading
+    the weights) puts its column tiles outside the reduction panels, so that
+    the weights are read in memory order.
+
     `switchyard-lower-vectors` then lowers the contraction to one broadcast
     and `register-tile-n / SIMD width` FMAs a row and a reduction step. This
     replaces the naive loop nest the products otherwise lower to (0.4 GFLOP/s

@@ -89,7 +89,8 @@ unsigned batchDims(Value v, unsigned rank) {
 /// accumulator `[.., MT, NT, 8, 32]` (`..`: an optional expert dimension on
 /// both): the packed product switchyard-tile-matmuls gives full register
 /// tiles with contiguous operands.
-Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp) {
+Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
+                      bool streamWeights) {
   MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
   unsigned nb = batchDims(ap, 3);
@@ -114,7 +115,7 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp) {
   iterators.append({IteratorType::parallel, IteratorType::parallel,
                     IteratorType::reduction, IteratorType::parallel,
                     IteratorType::parallel});
-  return buildGeneric(
+  Value product = buildGeneric(
       b, loc, ValueRange{ap, bp}, acc,
       {maps({0, 2, 3}), maps({1, 2, 4}), maps({0, 1, 3, 4})}, iterators,
       [&](OpBuilder &b, Location loc, ValueRange args) {
@@ -124,6 +125,12 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp) {
         linalg::YieldOp::create(
             b, loc, arith::AddFOp::create(b, loc, args[2], prod).getResult());
       });
+  // switchyard-tile-matmuls then orders its loops to read the weights in
+  // memory order.
+  if (streamWeights)
+    product.getDefiningOp()->setAttr("switchyard.stream_weights",
+                                     b.getUnitAttr());
+  return product;
 }
 
 /// The epilogue of a packed product: reads `acc [.., MT, NT, 8, 32]` (and
@@ -230,7 +237,8 @@ bool switchyard::lowering::canPack(const MLPWeights &w) {
 }
 
 Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
-                                           Value input, const MLPWeights &w) {
+                                           Value input, const MLPWeights &w,
+                                           bool streamWeights) {
   Type modelType = elementType(w.w1);
   unsigned nb = batchDims(input, 3);
   auto w2Type = cast<ShapedType>(w.w2.getType());
@@ -244,8 +252,9 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
     return sizes;
   };
 
-  Value h1 = packedMatmulF32(b, loc, input, w.w1);
-  Value gate = w.wg ? packedMatmulF32(b, loc, input, w.wg) : Value();
+  Value h1 = packedMatmulF32(b, loc, input, w.w1, streamWeights);
+  Value gate =
+      w.wg ? packedMatmulF32(b, loc, input, w.wg, streamWeights) : Value();
   // The hidden activations, packed as the second product's left operand:
   // [.., MT, F/32, 32, 8] is [.., MT, F, 8].
   // They are stored in the model dtype (SEMANTICS.md section 1), and packed
@@ -262,7 +271,7 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
         return applyActivation(b, loc, w.activation, v, g);
       });
   hidden = collapseAfterBatch(b, loc, hidden, nb, {{0}, {1, 2}, {3}});
-  Value out = packedMatmulF32(b, loc, hidden, w.w2);
+  Value out = packedMatmulF32(b, loc, hidden, w.w2, streamWeights);
   // Rows again: [.., MT, 8, D/32, 32] is [.., MT * 8, D].
   Value outInit = tensor::EmptyOp::create(
       b, loc,
@@ -353,8 +362,23 @@ Value switchyard::lowering::buildRowBlockMLPs(
         linalg::YieldOp::create(b, loc, convertScalar(b, loc, v, rowType));
       });
   MLPWeights expert = expertWeights(b, loc, weights, e);
-  Value y = packed ? buildPackedMLP(b, loc, input, expert)
-                   : buildMLP(b, loc, input, expert);
+  Value y;
+  if (packed) {
+    // Two versions: a block of at most kStreamRows rows (Soft MoE's slots,
+    // small batches) is bound by reading the weights and reads them in
+    // memory order; a larger one keeps its rows' panels in cache.
+    Value few = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, rows,
+                                      indexConst(b, loc, kStreamRows));
+    auto version = [&](bool stream) {
+      return [&, stream](OpBuilder &b, Location loc) {
+        return SmallVector<Value>{
+            buildPackedMLP(b, loc, input, expert, stream)};
+      };
+    };
+    y = buildIf(b, loc, few, version(true), version(false))[0];
+  } else {
+    y = buildMLP(b, loc, input, expert);
+  }
 
   b.setInsertionPointToEnd(forall.getTerminator().getBody());
   SmallVector<OpFoldResult> offsets = {e, start, b.getIndexAttr(0)};

@@ -149,8 +149,14 @@ mlir::Value packWeight(mlir::OpBuilder &b, mlir::Location loc,
 /// weights (w1/wg [F/32, D, 32], w2 [D/32, F, 32], biases as they are):
 /// returns the output rows [MT * 8, D] in the model dtype. The hidden
 /// activations are written packed, as the second product reads them.
+/// `streamWeights` marks its products as bound by reading the weights (few
+/// rows): switchyard-tile-matmuls then reads them in memory order.
 mlir::Value buildPackedMLP(mlir::OpBuilder &b, mlir::Location loc,
-                           mlir::Value input, const MLPWeights &weights);
+                           mlir::Value input, const MLPWeights &weights,
+                           bool streamWeights);
+
+/// Row blocks of at most this many rows take the weight-streaming version.
+constexpr int64_t kStreamRows = 32;
 
 /// Rows of an expert computed together by buildRowBlockMLPs: one parallel
 /// task. Chosen by measurement (Switch, B=4: 64 rows 126 ms, 128 rows 108 ms,
