@@ -132,7 +132,18 @@ def fmt(times):
     return f"{m:8.1f} ({lo:.0f}-{hi:.0f})"
 
 
+# glibc returns every large buffer to the system when it is freed, so a
+# library's temporaries fault their pages in again on every call. The
+# executables moec writes keep them (mallopt in lib/Runtime/Main.cpp); the
+# benchmark gives its whole process tree, PyTorch's subprocess included, the
+# same setting through glibc's tunables.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
+
+
 def main():
+    if "GLIBC_TUNABLES" not in os.environ:
+        os.execve(sys.executable, [sys.executable] + sys.argv,
+                  dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLES))
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -147,7 +158,8 @@ def main():
     print(f"# ceilings measured now: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
           f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
     print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
-          "fused = the default pipeline, fusion off = compile(fusion=False)")
+          "fused = the default pipeline, fusion off = compile(fusion=False); "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES')}")
     print()
     header = ("| config | B | useful GFLOP | fused ms | fusion off ms | PyTorch eager ms "
               "| vs PyTorch | fused vs off | useful GFLOP/s | vs ceiling |")

@@ -32,3 +32,31 @@ func.func @tile(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: vector<4x16xf32>)
   }
   return %r : vector<4x16xf32>
 }
+
+// The reduction loop of a register tile prefetches its wide operand's row
+// 2 KiB ahead in bf16 (32 rows of 32 bf16), 1 KiB in f32; the narrow left
+// column gets no prefetch.
+// CHECK-LABEL: func.func @prefetch
+// CHECK: scf.for %[[K:.+]] = %{{.+}} to %{{.+}} step %[[STEP:.+]] iter_args
+// CHECK:   %[[C32:.+]] = arith.constant 32 : index
+// CHECK:   %[[D:.+]] = arith.muli %[[STEP]], %[[C32]] : index
+// CHECK:   %[[AHEAD:.+]] = arith.addi %[[K]], %[[D]] : index
+// CHECK:   memref.prefetch %{{.+}}[%[[AHEAD]], %{{.+}}], read, locality<3>, data : memref<256x32xbf16>
+// CHECK-NOT: memref.prefetch
+// CHECK: vector.fma
+func.func @prefetch(%a: memref<256x8xf32>, %b: memref<256x32xbf16>, %acc: vector<8x32xf32>) -> vector<8x32xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c256 = arith.constant 256 : index
+  %r = scf.for %k = %c0 to %c256 step %c1 iter_args(%c = %acc) -> (vector<8x32xf32>) {
+    %row = vector.load %b[%k, %c0] : memref<256x32xbf16>, vector<32xbf16>
+    %w = arith.extf %row : vector<32xbf16> to vector<32xf32>
+    %col = vector.load %a[%k, %c0] : memref<256x8xf32>, vector<8xf32>
+    %x = vector.extract %col[0] : f32 from vector<8xf32>
+    %xb = vector.broadcast %x : f32 to vector<8x32xf32>
+    %wb = vector.broadcast %w : vector<32xf32> to vector<8x32xf32>
+    %n = vector.fma %xb, %wb, %c : vector<8x32xf32>
+    scf.yield %n : vector<8x32xf32>
+  }
+  return %r : vector<8x32xf32>
+}

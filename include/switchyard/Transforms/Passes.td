@@ -125,8 +125,16 @@ def SwitchyardLowerVectors
     `vector.contract` with one reduction step to FMAs (one a row of the
     tile) and vector transfers to plain loads and stores, ready for
     `convert-vector-to-llvm`.
+
+    Then, in each reduction loop that feeds FMAs, it prefetches
+    (`memref.prefetch`) the rows its wide loads (16 elements or more: the
+    right operand's row) will read 1 KiB ahead in f32, 2 KiB in bf16/f16.
+    Packed weights are read in order, so this is the data the loop needs
+    next. Measured on the Soft MoE B/16 block at B=8, which is bound by
+    reading its weights: bf16 136 to 95 ms, f32 about 168 to 158 ms.
   }];
   let dependentDialects = [
+    "::mlir::arith::ArithDialect",
     "::mlir::memref::MemRefDialect",
     "::mlir::vector::VectorDialect"
   ];
