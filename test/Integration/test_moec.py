@@ -274,9 +274,10 @@ def test_packed_products_match_reference(dtype, tmp_path):
     source.write_text(PACKED.format(dtype=dtype))
     manifest = moec(source, "--emit=llvmir", "-O0").stdout
     assert '\\22prepack\\22:[{' in manifest  # weights are packed at load time
-    exe, unfused = tmp_path / "model", tmp_path / "unfused"
+    exe, unfused, serial = tmp_path / "model", tmp_path / "unfused", tmp_path / "serial"
     moec(source, "-o", exe)
     moec(source, "-o", unfused, "--no-fusion")
+    moec(source, "-o", serial, "--no-parallel")
     # Fixed draws, as in test_every_layer_kind_and_dtype_through_weights_file:
     # in bf16 some draws put a later block's routing near a tie that the
     # model's rounding breaks differently from the float64 reference.
@@ -288,8 +289,10 @@ def test_packed_products_match_reference(dtype, tmp_path):
         x = rng.standard_normal((batch, 40, 64)).astype(np.float32)
         compare_with_reference(load_model(source), exe, tmp_path, x,
                                ["--weights", tmp_path / "w.safetensors"], batch)
-        proc = run(unfused, "--input", tmp_path / "x.npy", "--weights",
-                   tmp_path / "w.safetensors", "--output", tmp_path / "y_unfused.npy")
-        assert proc.returncode == 0, proc.stderr
-        np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
-                                      np.load(tmp_path / "y_unfused.npy"))
+        # Neither fusion nor threads change a bit of the result.
+        for other in (unfused, serial):
+            proc = run(other, "--input", tmp_path / "x.npy", "--weights",
+                       tmp_path / "w.safetensors", "--output", tmp_path / "y_other.npy")
+            assert proc.returncode == 0, proc.stderr
+            np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                          np.load(tmp_path / "y_other.npy"))
