@@ -53,6 +53,8 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
 
   // Matrix products: parallel blocks and vectorized register tiles.
   pm.nest<func::FuncOp>().addPass(createSwitchyardTileMatmuls());
+  // Norms, epilogues, the combine and residuals by SIMD row segments.
+  pm.nest<func::FuncOp>().addPass(createSwitchyardVectorizeElementwise());
 
   // Tensors -> buffers -> loops. Function boundaries get identity layouts so
   // the C interface sees plain strided descriptors.
@@ -84,14 +86,16 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   pm.addPass(createConvertBufferizationToMemRefPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  pm.addPass(createConvertMathToLLVMPass());
+  // erf and tanh have no LLVM intrinsic: libm's erff/tanhf, exact to f32.
+  // Vector operands are unrolled into calls with vector.extract/insert,
+  // which convert-vector-to-llvm then lowers.
+  pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createSCFToControlFlowPass());
   if (options.parallel)
     pm.addPass(createConvertOpenMPToLLVMPass());
-  pm.addPass(createConvertMathToLLVMPass());
-  // erf and tanh have no LLVM intrinsic: libm's erff/tanhf, exact to f32.
-  pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertIndexToLLVMPass());
   pm.addPass(createConvertFuncToLLVMPass());

@@ -115,6 +115,26 @@ def SwitchyardHoistWeightPacking
   ];
 }
 
+def SwitchyardVectorizeElementwise
+    : Pass<"switchyard-vectorize-elementwise", "::mlir::func::FuncOp"> {
+  let summary = "Vectorize all-parallel ops by row segments";
+  let description = [{
+    Norms, residual additions, bias and activation epilogues and the
+    combine are all-parallel `linalg.generic` ops whose innermost loop runs
+    along the model or hidden width. This pass tiles each of them whose
+    innermost loop is contiguous (or broadcast) in every operand, with a
+    static extent, into segments of one row and 64 elements (or the whole
+    row when it is shorter), and vectorizes every segment it can. A segment
+    the vectorizer does not support stays scalar; the result is the same
+    either way, element by element.
+  }];
+  let dependentDialects = [
+    "::mlir::scf::SCFDialect",
+    "::mlir::tensor::TensorDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
 def SwitchyardLowerVectors
     : Pass<"switchyard-lower-vectors", "::mlir::func::FuncOp"> {
   let summary = "Lower register-tile contractions to FMAs";

@@ -1,0 +1,117 @@
+//===- VectorizeElementwise.cpp - SIMD for the elementwise glue -----------===//
+//
+// Part of Switchyard, an MLIR compiler for Mixture-of-Experts models.
+//
+// Norms, residual additions, bias and activation epilogues and the combine
+// are all-parallel linalg.generic ops over rows whose innermost dimension is
+// the model or hidden width. Lowered as they are, they run one scalar a step
+// (a divide per element in the RMS norm). This pass tiles each of them into
+// one row segment of a static width at a time and vectorizes the segment.
+//
+//===----------------------------------------------------------------------===//
+
+#include "switchyard/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
+#include "mlir/Dialect/SCF/Transforms/TileUsingInterface.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace switchyard {
+#define GEN_PASS_DEF_SWITCHYARDVECTORIZEELEMENTWISE
+#include "switchyard/Transforms/Passes.h.inc"
+} // namespace switchyard
+
+using namespace mlir;
+
+namespace {
+
+/// Elements of a row segment: four AVX-512 vectors of f32.
+constexpr int64_t kSegment = 64;
+
+/// The segment width for `op`, or 0 when it is not vectorized here: every
+/// iterator parallel, one tensor result, and the innermost loop either the
+/// innermost dimension of an operand (contiguous) or absent from it
+/// (broadcast), with a static extent that a segment divides.
+int64_t segmentWidth(linalg::GenericOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
+      op.getNumReductionLoops() != 0 || op.getNumLoops() == 0)
+    return 0;
+  unsigned inner = op.getNumLoops() - 1;
+  AffineExpr innerExpr = getAffineDimExpr(inner, op.getContext());
+  for (AffineMap map : op.getIndexingMapsArray()) {
+    if (!map.isProjectedPermutation())
+      return 0;
+    ArrayRef<AffineExpr> results = map.getResults();
+    for (unsigned i = 0; i + 1 < results.size(); ++i)
+      if (results[i] == innerExpr)
+        return 0; // strided along the innermost loop
+  }
+  AffineMap out = op.getIndexingMapsArray().back();
+  if (out.getNumResults() == 0 || out.getResults().back() != innerExpr)
+    return 0;
+  int64_t extent = op.getStaticLoopRanges()[inner];
+  if (ShapedType::isDynamic(extent))
+    return 0;
+  if (extent % kSegment == 0)
+    return kSegment;
+  return extent <= kSegment ? extent : 0;
+}
+
+struct VectorizeElementwisePass
+    : switchyard::impl::SwitchyardVectorizeElementwiseBase<
+          VectorizeElementwisePass> {
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    MLIRContext *ctx = &getContext();
+    SmallVector<std::pair<linalg::GenericOp, int64_t>> ops;
+    func.walk([&](linalg::GenericOp op) {
+      if (int64_t width = segmentWidth(op))
+        ops.push_back({op, width});
+    });
+    IRRewriter rewriter(ctx);
+    for (auto [op, width] : ops) {
+      SmallVector<int64_t> sizes(op.getNumLoops(), 1);
+      sizes.back() = width;
+      scf::SCFTilingOptions options;
+      options.setTileSizes(getAsIndexOpFoldResult(ctx, sizes));
+      rewriter.setInsertionPoint(op);
+      FailureOr<scf::SCFTilingResult> tiled = scf::tileUsingSCF(
+          rewriter, cast<TilingInterface>(op.getOperation()), options);
+      if (failed(tiled)) {
+        op.emitError("cannot tile an elementwise op into row segments");
+        return signalPassFailure();
+      }
+      rewriter.replaceOp(op, tiled->replacements);
+      auto segment = cast<linalg::LinalgOp>(tiled->tiledOps.front());
+      // Static extents once the tile sizes fold.
+      RewritePatternSet patterns(ctx);
+      for (StringRef name : {"affine.min", "affine.apply",
+                             "tensor.extract_slice", "tensor.insert_slice"})
+        if (auto info = RegisteredOperationName::lookup(name, ctx))
+          info->getCanonicalizationPatterns(patterns, ctx);
+      (void)applyOpPatternsGreedily(
+          SmallVector<Operation *>{segment.getOperation()},
+          std::move(patterns));
+    }
+    // Vectorize the segments whose shapes are static; a segment the
+    // vectorizer does not support stays scalar.
+    SmallVector<linalg::GenericOp> segments;
+    func.walk([&](linalg::GenericOp op) {
+      if (segmentWidth(op) && op.getNumLoops() > 0 && !op.hasDynamicShape())
+        segments.push_back(op);
+    });
+    for (linalg::GenericOp op : segments) {
+      rewriter.setInsertionPoint(op);
+      FailureOr<linalg::VectorizationResult> vectorized =
+          linalg::vectorize(rewriter, op, /*inputVectorSizes=*/{},
+                            /*inputScalableVecDims=*/{},
+                            /*vectorizeNDExtract=*/true);
+      if (succeeded(vectorized))
+        rewriter.replaceOp(op, vectorized->replacements);
+    }
+  }
+};
+
+} // namespace

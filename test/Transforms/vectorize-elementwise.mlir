@@ -1,0 +1,70 @@
+// RUN: moe-opt %s --switchyard-vectorize-elementwise -split-input-file | FileCheck %s
+
+// An RMS-norm-like scaling: x [?, 8, 128] times a per-row factor [?, 8] and
+// a per-column weight [128]. Tiled into rows of 64-element segments and
+// vectorized; the row factor is broadcast.
+
+// CHECK-LABEL: func.func @scale
+// CHECK:       scf.for
+// CHECK:         scf.for
+// CHECK:           scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c64
+// CHECK:             vector.transfer_read {{.+}} vector<1x1x64xf32>
+// CHECK:             arith.divf {{.+}} : vector<1x1x64xf32>
+// CHECK:             arith.mulf {{.+}} : vector<1x1x64xf32>
+// CHECK:             vector.transfer_write
+// CHECK-NOT:   linalg.generic
+#x = affine_map<(g, t, d) -> (g, t, d)>
+#r = affine_map<(g, t, d) -> (g, t)>
+#w = affine_map<(g, t, d) -> (d)>
+func.func @scale(%x: tensor<?x8x128xf32>, %r: tensor<?x8xf32>, %w: tensor<128xf32>,
+                 %out: tensor<?x8x128xf32>) -> tensor<?x8x128xf32> {
+  %0 = linalg.generic {indexing_maps = [#x, #r, #w, #x],
+                       iterator_types = ["parallel", "parallel", "parallel"]}
+      ins(%x, %r, %w : tensor<?x8x128xf32>, tensor<?x8xf32>, tensor<128xf32>)
+      outs(%out : tensor<?x8x128xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32, %o: f32):
+    %q = arith.divf %a, %b : f32
+    %m = arith.mulf %q, %c : f32
+    linalg.yield %m : f32
+  } -> tensor<?x8x128xf32>
+  return %0 : tensor<?x8x128xf32>
+}
+
+// -----
+
+// Written transposed (the packed hidden activations): the innermost loop is
+// strided in the output, so the op is left alone.
+
+// CHECK-LABEL: func.func @transposed
+// CHECK-NOT:   vector.
+// CHECK:       linalg.generic
+#in = affine_map<(i, j) -> (i, j)>
+#tr = affine_map<(i, j) -> (j, i)>
+func.func @transposed(%x: tensor<8x32xf32>, %out: tensor<32x8xf32>) -> tensor<32x8xf32> {
+  %0 = linalg.generic {indexing_maps = [#in, #tr], iterator_types = ["parallel", "parallel"]}
+      ins(%x : tensor<8x32xf32>) outs(%out : tensor<32x8xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %z = arith.constant 0.0 : f32
+    %m = arith.maximumf %a, %z : f32
+    linalg.yield %m : f32
+  } -> tensor<32x8xf32>
+  return %0 : tensor<32x8xf32>
+}
+
+// -----
+
+// A dynamic innermost extent has no static segment: left alone.
+
+// CHECK-LABEL: func.func @dynamic_rows
+// CHECK-NOT:   vector.
+// CHECK:       linalg.generic
+#id = affine_map<(i, j) -> (i, j)>
+func.func @dynamic_rows(%x: tensor<8x?xf32>, %out: tensor<8x?xf32>) -> tensor<8x?xf32> {
+  %0 = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x : tensor<8x?xf32>) outs(%out : tensor<8x?xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %m = arith.addf %a, %a : f32
+    linalg.yield %m : f32
+  } -> tensor<8x?xf32>
+  return %0 : tensor<8x?xf32>
+}
