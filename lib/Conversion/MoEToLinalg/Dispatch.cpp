@@ -492,6 +492,59 @@ struct ExpertChoiceDispatchLowering
   }
 };
 
+/// The expert-choice combine of SEMANTICS.md over expert outputs
+/// `out [E, NG, C, D]`: a scatter-add of every taken slot into its token's
+/// row, in f32; then a NaN row for tokens with non-finite router
+/// probabilities.
+Value buildExpertChoiceCombine(OpBuilder &b, Location loc, Value out,
+                               Value tokens, Value gates, Value probs) {
+  Type f32 = b.getF32Type();
+  Value c0 = indexConst(b, loc, 0);
+  Value width = dimOf(b, loc, out, 3);
+  Value acc = zeroTensor(b, loc,
+                         {tensor::getMixedSize(b, loc, probs, 0),
+                          tensor::getMixedSize(b, loc, probs, 1),
+                          tensor::getMixedSize(b, loc, out, 3)},
+                         f32);
+  acc = forEachAssignment(
+      b, loc, tokens, acc,
+      [&](OpBuilder &b, Location loc, Value g, Value e, Value c,
+          ValueRange acc) {
+        Value token = extract(b, loc, tokens, ValueRange{g, e, c});
+        Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                            token, i64Const(b, loc, 0));
+        return buildIf(
+            b, loc, valid,
+            [&](OpBuilder &b, Location loc) {
+              Value t = convertScalar(b, loc, token, b.getIndexType());
+              Value gate = extract(b, loc, gates, ValueRange{g, e, c});
+              return buildLoop(
+                  b, loc, c0, width, acc,
+                  [&](OpBuilder &b, Location loc, Value d, ValueRange row) {
+                    Value v = convertScalar(
+                        b, loc, extract(b, loc, out, ValueRange{e, g, c, d}),
+                        f32);
+                    Value sum = arith::AddFOp::create(
+                        b, loc, extract(b, loc, row[0], ValueRange{g, t, d}),
+                        arith::MulFOp::create(b, loc, gate, v));
+                    return SmallVector<Value>{
+                        insert(b, loc, sum, row[0], ValueRange{g, t, d})};
+                  });
+            },
+            [&](OpBuilder &, Location) {
+              return SmallVector<Value>(acc.begin(), acc.end());
+            });
+      })[0];
+  return buildTokenOutput(
+      b, loc, probs, out, 3, elementType(out),
+      [&](OpBuilder &b, Location loc, Value g, Value t, Value d) {
+        Value p = extract(b, loc, probs, ValueRange{g, t, c0});
+        Value v = extract(b, loc, acc, ValueRange{g, t, d});
+        return arith::SelectOp::create(b, loc, isNaN(b, loc, p), p, v)
+            .getResult();
+      });
+}
+
 struct ExpertChoiceCombineLowering
     : OpConversionPattern<moe::ExpertChoiceCombineOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -499,57 +552,68 @@ struct ExpertChoiceCombineLowering
   LogicalResult
   matchAndRewrite(moe::ExpertChoiceCombineOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &b) const override {
-    // A scatter-add of every taken slot into its token's row, in f32; then a
-    // NaN row for tokens with non-finite router probabilities.
+    b.replaceOp(op, buildExpertChoiceCombine(
+                        b, op.getLoc(), adaptor.getExpertOutputs(),
+                        adaptor.getTokens(), adaptor.getGates(),
+                        adaptor.getProbs()));
+    return success();
+  }
+};
+
+struct ChosenExpertsLowering : OpConversionPattern<moe::ChosenExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(moe::ChosenExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Type f32 = b.getF32Type();
-    Value out = adaptor.getExpertOutputs(), tokens = adaptor.getTokens(),
-          gates = adaptor.getGates(), probs = adaptor.getProbs();
-    Value c0 = indexConst(b, loc, 0);
-    Value width = dimOf(b, loc, out, 3);
-    Value acc = zeroTensor(b, loc,
-                           {tensor::getMixedSize(b, loc, probs, 0),
-                            tensor::getMixedSize(b, loc, probs, 1),
-                            tensor::getMixedSize(b, loc, out, 3)},
-                           f32);
-    acc = forEachAssignment(
-        b, loc, tokens, acc,
-        [&](OpBuilder &b, Location loc, Value g, Value e, Value c,
-            ValueRange acc) {
+    Value x = adaptor.getX(), tokens = adaptor.getTokens();
+    // Row r of expert e is slot (g, c) = (r / C, r % C); its token is read
+    // from x as its block starts. Rows past NG * C (the rounding of the last
+    // block) and slots no token took read zero.
+    Value slots = dimOf(b, loc, tokens, 2);
+    Value maxRows =
+        arith::MulIOp::create(b, loc, dimOf(b, loc, tokens, 0), slots);
+    Value out = buildRowBlockMLPs(
+        b, loc, maxRows, dimOf(b, loc, x, 2),
+        mlpWeights(adaptor, op.getActivation()),
+        [&](OpBuilder &, Location, Value) { return maxRows; },
+        [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
+          Value inRange = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::ult, r, maxRows);
+          Value safe =
+              arith::SelectOp::create(b, loc, inRange, r, indexConst(b, loc, 0));
+          Value g = arith::DivUIOp::create(b, loc, safe, slots);
+          Value c = arith::RemUIOp::create(b, loc, safe, slots);
           Value token = extract(b, loc, tokens, ValueRange{g, e, c});
-          Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
-                                              token, i64Const(b, loc, 0));
-          return buildIf(
-              b, loc, valid,
-              [&](OpBuilder &b, Location loc) {
-                Value t = convertScalar(b, loc, token, b.getIndexType());
-                Value gate = extract(b, loc, gates, ValueRange{g, e, c});
-                return buildLoop(
-                    b, loc, c0, width, acc,
-                    [&](OpBuilder &b, Location loc, Value d, ValueRange row) {
-                      Value v = convertScalar(
-                          b, loc, extract(b, loc, out, ValueRange{e, g, c, d}),
-                          f32);
-                      Value sum = arith::AddFOp::create(
-                          b, loc, extract(b, loc, row[0], ValueRange{g, t, d}),
-                          arith::MulFOp::create(b, loc, gate, v));
-                      return SmallVector<Value>{
-                          insert(b, loc, sum, row[0], ValueRange{g, t, d})};
-                    });
-              },
-              [&](OpBuilder &, Location) {
-                return SmallVector<Value>(acc.begin(), acc.end());
-              });
-        })[0];
-    Value y = buildTokenOutput(
-        b, loc, probs, out, 3, elementType(out),
-        [&](OpBuilder &b, Location loc, Value g, Value t, Value d) {
-          Value p = extract(b, loc, probs, ValueRange{g, t, c0});
-          Value v = extract(b, loc, acc, ValueRange{g, t, d});
-          return arith::SelectOp::create(b, loc, isNaN(b, loc, p), p, v)
-              .getResult();
+          Value none = i64Const(b, loc, -1);
+          token = arith::SelectOp::create(b, loc, inRange, token, none);
+          return gatherOrZero(b, loc, x, token, g, d);
         });
-    b.replaceOp(op, y);
+    // [E, rows, D] -> [E, NG, C, D] for the combine.
+    auto outType = cast<RankedTensorType>(out.getType());
+    SmallVector<OpFoldResult> offsets(3, b.getIndexAttr(0)),
+        strides(3, b.getIndexAttr(1));
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(outType.getDimSize(0)),
+                                       getAsOpFoldResult(maxRows),
+                                       tensor::getMixedSize(b, loc, out, 2)};
+    Value rows =
+        tensor::ExtractSliceOp::create(b, loc, out, offsets, sizes, strides);
+    auto tokensType = cast<RankedTensorType>(tokens.getType());
+    auto out4Type = RankedTensorType::get(
+        {outType.getDimSize(0), tokensType.getDimSize(0),
+         tokensType.getDimSize(2), outType.getDimSize(2)},
+        outType.getElementType());
+    Value out4 = tensor::ExpandShapeOp::create(
+        b, loc, out4Type, rows,
+        SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
+        SmallVector<OpFoldResult>{b.getIndexAttr(outType.getDimSize(0)),
+                                  tensor::getMixedSize(b, loc, tokens, 0),
+                                  tensor::getMixedSize(b, loc, tokens, 2),
+                                  tensor::getMixedSize(b, loc, out, 2)});
+    b.replaceOp(op, buildExpertChoiceCombine(b, loc, out4, tokens,
+                                             adaptor.getGates(),
+                                             adaptor.getProbs()));
     return success();
   }
 };
@@ -559,6 +623,7 @@ struct ExpertChoiceCombineLowering
 void switchyard::populateMoEDispatchToLinalgPatterns(
     RewritePatternSet &patterns) {
   patterns.add<DispatchLowering, CombineLowering, RoutedExpertsLowering,
+               ChosenExpertsLowering,
                DispatchGroupedLowering,
                CombineGroupedLowering, ExpertChoiceDispatchLowering,
                ExpertChoiceCombineLowering>(patterns.getContext());

@@ -195,3 +195,37 @@ func.func @routed_experts(%x: tensor<?x8x16xf32>, %e: tensor<?x8x1xi64>,
       -> tensor<?x8x16xf32>
   return %y : tensor<?x8x16xf32>
 }
+
+// -----
+
+// moe.chosen_experts: one parallel task per (expert, 256-row block) reads
+// row r's token from slot (r / C, r % C) of the chosen tokens and x, runs the
+// MLP on the block, and the combine scatters the rows, viewed as
+// [E, NG, C, D], back to the tokens that chose them.
+
+// CHECK-LABEL: func.func @chosen_experts
+// CHECK:       scf.forall (%[[E:.+]], %{{.+}}) in (4, %{{.+}}) shared_outs
+// CHECK:         linalg.generic
+// CHECK:           arith.divui %{{.+}}, %c4
+// CHECK:           arith.remui %{{.+}}, %c4
+// CHECK:           tensor.extract %{{.+}} : tensor<?x4x4xi64>
+// CHECK:         linalg.matmul
+// CHECK:         linalg.matmul
+// CHECK:         tensor.parallel_insert_slice
+// CHECK:       tensor.expand_shape %{{.+}} {{\[}}[0], [1, 2], [3]] output_shape [4, %{{.+}}, 4, 16] : tensor<4x?x16xf32> into tensor<4x?x4x16xf32>
+// CHECK:       scf.for
+// CHECK:         scf.for
+// CHECK:           scf.for
+// CHECK:             scf.if
+// CHECK-NOT:   moe.
+func.func @chosen_experts(%x: tensor<?x8x16xf32>, %tok: tensor<?x4x4xi64>,
+                          %g: tensor<?x4x4xf32>, %p: tensor<?x8x4xf32>,
+                          %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>)
+    -> tensor<?x8x16xf32> {
+  %y = moe.chosen_experts %x, %tok, %g, %p weights(w1 %w1 w2 %w2)
+      {activation = #moe.activation<relu>}
+      : (tensor<?x8x16xf32>, tensor<?x4x4xi64>, tensor<?x4x4xf32>,
+         tensor<?x8x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
+      -> tensor<?x8x16xf32>
+  return %y : tensor<?x8x16xf32>
+}

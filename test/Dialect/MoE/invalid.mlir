@@ -621,3 +621,12 @@ func.func @routed_experts_result(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, 
       : (tensor<2x8x16xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>, tensor<2x8x1xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xbf16>
   return
 }
+
+// -----
+
+func.func @chosen_experts_tokens(%x: tensor<2x8x16xf32>, %t: tensor<2x3x4xi64>, %g: tensor<2x3x4xf32>, %p: tensor<2x8x4xf32>, %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{expected tokens of shape [NG, E, C] = [2, 4, ?], but found [2, 3, 4]}}
+  %y = moe.chosen_experts %x, %t, %g, %p weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<2x3x4xi64>, tensor<2x3x4xf32>, tensor<2x8x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}

@@ -201,6 +201,10 @@ func.func @expert_choice_routing(%x: tensor<2x8x16xf32>, %p: tensor<2x8x4xf32>,
   %y = moe.expert_choice_combine %buf, %tok, %gate, %p
       : (tensor<4x2x4x16xf32>, tensor<2x4x4xi64>, tensor<2x4x4xf32>, tensor<2x8x4xf32>)
       -> tensor<2x8x16xf32>
+  // CHECK: moe.chosen_experts %{{[a-zA-Z0-9_#]+}}, %[[T]], %[[G]], %{{[a-zA-Z0-9_#]+}} weights(w1 %{{[a-zA-Z0-9_#]+}} w2 %{{[a-zA-Z0-9_#]+}}) {activation = #moe.activation<relu>}
+  %cy = moe.chosen_experts %x, %tok, %gate, %p weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<2x4x4xi64>, tensor<2x4x4xf32>, tensor<2x8x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
+      -> tensor<2x8x16xf32>
   // CHECK: moe.expert_choice_stats %[[T]], %{{[a-zA-Z0-9_#]+}} : (tensor<2x4x4xi64>, tensor<2x8x4xf32>) -> (tensor<4xi64>, tensor<i64>)
   %counts, %unrouted = moe.expert_choice_stats %tok, %p
       : (tensor<2x4x4xi64>, tensor<2x8x4xf32>) -> (tensor<4xi64>, tensor<i64>)

@@ -526,6 +526,25 @@ LogicalResult RoutedExpertsOp::verify() {
   return verifySameType(op, "y", getY(), "x", x);
 }
 
+LogicalResult ChosenExpertsOp::verify() {
+  Operation *op = getOperation();
+  Value x = getX(), tokens = getTokens();
+  if (failed(verifyShape(op, "tokens", tokens,
+                         {dimOf(x, 0), dimOf(getW1(), 0), kAny},
+                         "[NG, E, C]")) ||
+      failed(verifyShape(op, "gates", getGates(), shapeOf(tokens),
+                         "[NG, E, C]")) ||
+      failed(verifyShape(op, "probs", getProbs(),
+                         {dimOf(x, 0), dimOf(x, 1), dimOf(getW1(), 0)},
+                         "[NG, G, E]")) ||
+      failed(verifyExpertWeights(op, elementTypeOf(x), dimOf(x, 2),
+                                 dimOf(getW1(), 0), "w1", getW1(), getWg(),
+                                 getW2(), getB1(), getB2(), getActivation(),
+                                 /*hasExpertDim=*/true)))
+    return failure();
+  return verifySameType(op, "y", getY(), "x", x);
+}
+
 LogicalResult ExpertChoiceRouteOp::verify() {
   Operation *op = getOperation();
   Value probs = getProbs();

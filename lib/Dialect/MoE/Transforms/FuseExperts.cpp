@@ -124,6 +124,33 @@ struct FuseGroupedExperts : OpRewritePattern<CombineGroupedOp> {
   }
 };
 
+/// expert_choice_combine(experts(expert_choice_dispatch(x))).
+struct FuseExpertChoice : OpRewritePattern<ExpertChoiceCombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(ExpertChoiceCombineOp combine,
+                                PatternRewriter &rewriter) const override {
+    auto experts =
+        skipReshape(combine.getExpertOutputs()).getDefiningOp<ExpertsOp>();
+    if (!experts)
+      return rewriter.notifyMatchFailure(combine, "not fed by moe.experts");
+    auto dispatch =
+        skipReshape(experts.getInput()).getDefiningOp<ExpertChoiceDispatchOp>();
+    if (!dispatch || dispatch.getTokens() != combine.getTokens())
+      return rewriter.notifyMatchFailure(
+          combine, "the experts are not fed by the same tokens' dispatch");
+    if (!onlyFeedsCombine(experts.getOutput(), combine))
+      return rewriter.notifyMatchFailure(combine,
+                                         "the expert outputs have other users");
+    rewriter.replaceOpWithNewOp<ChosenExpertsOp>(
+        combine, combine.getY().getType(), dispatch.getX(), combine.getTokens(),
+        combine.getGates(), combine.getProbs(), experts.getW1(),
+        experts.getWg(), experts.getW2(), experts.getB1(), experts.getB2(),
+        experts.getActivation());
+    return success();
+  }
+};
+
 struct FuseExpertsPass
     : switchyard::moe::impl::MoEFuseExpertsBase<FuseExpertsPass> {
   void runOnOperation() override {
@@ -138,5 +165,6 @@ struct FuseExpertsPass
 
 void switchyard::moe::populateMoEFuseExpertsPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<FuseCapacityExperts, FuseGroupedExperts>(patterns.getContext());
+  patterns.add<FuseCapacityExperts, FuseGroupedExperts, FuseExpertChoice>(
+      patterns.getContext());
 }

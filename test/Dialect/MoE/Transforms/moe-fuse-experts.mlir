@@ -119,3 +119,35 @@ func.func @different_routing(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>,
          tensor<2x8x1xi1>, tensor<2x8x1xf32>) -> tensor<2x8x16xf32>
   return %y : tensor<2x8x16xf32>
 }
+
+// -----
+
+// Expert choice: dispatch, the reshapes, experts and combine become one
+// moe.chosen_experts that reads the same tokens, gates and probabilities.
+
+// CHECK-LABEL: func.func @expert_choice
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x8x16xf32>, %[[T:[a-z0-9]+]]: tensor<?x4x4xi64>, %[[G:[a-z0-9]+]]: tensor<?x4x4xf32>, %[[P:[a-z0-9]+]]: tensor<?x8x4xf32>, %[[W1:[a-z0-9]+]]: tensor<4x16x32xf32>, %[[W2:[a-z0-9]+]]: tensor<4x32x16xf32>)
+// CHECK:       %[[Y:.+]] = moe.chosen_experts %[[X]], %[[T]], %[[G]], %[[P]] weights(w1 %[[W1]] w2 %[[W2]]) {activation = #moe.activation<relu>}
+// CHECK-NOT:   moe.expert_choice_dispatch
+// CHECK:       return %[[Y]]
+func.func @expert_choice(%x: tensor<?x8x16xf32>, %tok: tensor<?x4x4xi64>,
+                         %g: tensor<?x4x4xf32>, %p: tensor<?x8x4xf32>,
+                         %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>)
+    -> tensor<?x8x16xf32> {
+  %c1 = arith.constant 1 : index
+  %buf = moe.expert_choice_dispatch %x, %tok
+      : (tensor<?x8x16xf32>, tensor<?x4x4xi64>) -> tensor<4x?x4x16xf32>
+  %flat = tensor.collapse_shape %buf [[0], [1, 2], [3]]
+      : tensor<4x?x4x16xf32> into tensor<4x?x16xf32>
+  %o = moe.experts %flat weights(w1 %w1 w2 %w2)
+      {activation = #moe.activation<relu>}
+      : (tensor<4x?x16xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
+      -> tensor<4x?x16xf32>
+  %ng = tensor.dim %buf, %c1 : tensor<4x?x4x16xf32>
+  %ob = tensor.expand_shape %o [[0], [1, 2], [3]] output_shape [4, %ng, 4, 16]
+      : tensor<4x?x16xf32> into tensor<4x?x4x16xf32>
+  %y = moe.expert_choice_combine %ob, %tok, %g, %p
+      : (tensor<4x?x4x16xf32>, tensor<?x4x4xi64>, tensor<?x4x4xf32>,
+         tensor<?x8x4xf32>) -> tensor<?x8x16xf32>
+  return %y : tensor<?x8x16xf32>
+}

@@ -550,6 +550,40 @@ def MoE_RoutedExpertsOp : MoE_Op<"routed_experts",
   let hasVerifier = 1;
 }
 
+def MoE_ChosenExpertsOp : MoE_Op<"chosen_experts",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "expert-choice dispatch, expert MLPs and combine as one computation";
+  let description = [{
+    The fused form of `moe.expert_choice_dispatch` + `moe.experts` +
+    `moe.expert_choice_combine`, as `moe-fuse-experts` forms it: every
+    expert's MLP runs on the tokens it chose (`tokens : [NG, E, C]`, -1 for
+    none), read straight from `x`, and each token's output is the f32 sum,
+    in expert order, of `gates[g, e, c]` times the rows that chose it; a
+    token with non-finite router probabilities gets NaN, exactly as the
+    unfused ops. No `[E, NG, C, D]` buffer is materialized.
+
+    ```mlir
+    %y = moe.chosen_experts %x, %tok, %gates, %probs
+        weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+        : (tensor<4x512x768xf32>, tensor<4x8x128xi64>, tensor<4x8x128xf32>,
+           tensor<4x512x8xf32>, tensor<8x768x3072xf32>,
+           tensor<8x3072x768xf32>) -> tensor<4x512x768xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Tensor3:$x, MoE_I64Tensor3:$tokens,
+      MoE_F32Tensor3:$gates, MoE_F32Tensor3:$probs,
+      MoE_Tensor3:$w1, Optional<MoE_Tensor3>:$wg, MoE_Tensor3:$w2,
+      Optional<MoE_Tensor2>:$b1, Optional<MoE_Tensor2>:$b2,
+      MoE_ActivationAttr:$activation);
+  let results = (outs MoE_Tensor3:$y);
+  let assemblyFormat = [{
+    $x `,` $tokens `,` $gates `,` $probs
+    `weights` `(` `w1` $w1 (`wg` $wg^)? `w2` $w2 (`b1` $b1^)? (`b2` $b2^)? `)`
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Routing level: expert choice
 //===----------------------------------------------------------------------===//
