@@ -312,6 +312,14 @@ std::vector<int64_t> descriptor(const void *data, ArrayRef<int64_t> shape) {
   return words;
 }
 
+/// Whether the descriptor at `words` ({allocated, aligned, offset,
+/// sizes, strides}) has sizes `shape` and row-major contiguous strides.
+bool isContiguous(const int64_t *words, ArrayRef<int64_t> shape) {
+  size_t rank = shape.size();
+  std::vector<int64_t> expected = descriptor(nullptr, shape);
+  return ArrayRef(words + 3, 2 * rank) == ArrayRef(expected).drop_front(3);
+}
+
 /// The `allocated` pointer memref.get_global lowers to (MemRefToLLVM): the
 /// result is a constant, not a buffer to free.
 constexpr int64_t kGlobalSentinel = 0xdeadbeef;
@@ -345,16 +353,12 @@ std::optional<Model::Failure> Model::packWeights() {
     at += 3 + 2 * p.shape.size();
     // The compiled code allocated the packed copy: it is ours to free.
     packedAllocations.emplace_back(reinterpret_cast<void *>(words[0]));
-    ArrayRef<int64_t> sizes(words + 3, p.shape.size()),
-        strides(words + 3 + p.shape.size(), p.shape.size());
-    std::vector<int64_t> contiguous = descriptor(nullptr, p.shape);
-    if (sizes != ArrayRef(p.shape) ||
-        strides != ArrayRef(contiguous).drop_front(3 + p.shape.size()) ||
-        words[2] != 0) {
+    if (!isContiguous(words, p.shape) || words[2] != 0) {
       if (!failure)
         failure = Failure{ErrorKind::Runtime,
                           "packed weight '" + manifest.weights[p.weight].name +
-                              "' came back with shape " + shapeString(sizes) +
+                              "' came back with shape " +
+                              shapeString(ArrayRef(words + 3, p.shape.size())) +
                               ", expected contiguous " + shapeString(p.shape)};
       continue;
     }
@@ -424,9 +428,7 @@ std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
     std::vector<int64_t> expect = r.shape;
     if (!expect.empty() && expect[0] < 0)
       expect[0] = batch;
-    std::vector<int64_t> contiguous = descriptor(nullptr, expect);
-    if (sizes != ArrayRef(expect) ||
-        strides != ArrayRef(contiguous).drop_front(3 + r.rank)) {
+    if (expect.size() != size_t(r.rank) || !isContiguous(words, expect)) {
       if (!failure)
         failure = Failure{ErrorKind::Runtime,
                           "result '" + r.name + "' came back with shape " +

@@ -19,6 +19,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/SetVector.h"
 
 namespace switchyard {
 #define GEN_PASS_DEF_SWITCHYARDHOISTWEIGHTPACKING
@@ -139,17 +140,20 @@ struct HoistWeightPackingPass
     // The entry now takes the packed weights.
     for (auto [i, p] : llvm::enumerate(packed)) {
       BlockArgument arg = func.getArgument(p.argIndex);
-      SmallVector<Operation *> dead;
+      // The packings go first; then their expand_shapes and destinations,
+      // each once (packings may share them), when nothing else uses them.
+      llvm::SetVector<Operation *> producers;
       for (linalg::TransposeOp pack : p.packs) {
-        dead.push_back(pack);
-        dead.push_back(pack.getInput().getDefiningOp());
+        producers.insert(pack.getInput().getDefiningOp());
         if (Operation *init = pack.getInit().getDefiningOp())
-          dead.push_back(init);
+          producers.insert(init);
       }
       arg.setType(results[i]);
-      for (linalg::TransposeOp pack : p.packs)
+      for (linalg::TransposeOp pack : p.packs) {
         pack.getResult()[0].replaceAllUsesWith(arg);
-      for (Operation *op : dead)
+        pack.erase();
+      }
+      for (Operation *op : producers)
         if (op->use_empty())
           op->erase();
       func.setArgAttr(p.argIndex, "switchyard.packed", UnitAttr::get(ctx));

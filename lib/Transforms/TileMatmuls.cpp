@@ -43,7 +43,7 @@ struct ProductDims {
   /// layouts of linalg.mmt4d with a unit inner reduction): `m` and `n` are
   /// the tile indices mt and nt, and `tileM` x `tileN` (static) the inner
   /// tile i x j, a register tile of its own.
-  std::optional<unsigned> innerM, innerN;
+  bool packed = false;
   int64_t tileM = 0, tileN = 0;
 };
 
@@ -79,10 +79,9 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     p.m = dims->m[0];
     p.n = dims->n[0];
     p.k = dims->k[0];
-    p.innerM = dims->m[1];
-    p.innerN = dims->n[1];
-    p.tileM = ranges[*p.innerM];
-    p.tileN = ranges[*p.innerN];
+    p.packed = true;
+    p.tileM = ranges[dims->m[1]];
+    p.tileN = ranges[dims->n[1]];
     return p;
   }
   if (dims->n.size() != 1)
@@ -225,7 +224,7 @@ struct TileMatmulsPass
     // Block and register tile sizes in the m and n loops.
     int64_t blockM = threadTileM, blockN = threadTileN, tileM = registerTileM,
             tileN = registerTileN;
-    if (dims.innerM) {
+    if (dims.packed) {
       // A packed product: its 8x32 inner tile is the register tile, so the
       // m and n loops (over inner tiles) take one step at a time, and every
       // register tile is full (packing padded the rows and columns).
@@ -278,7 +277,7 @@ struct TileMatmulsPass
       return order;
     };
     scf::SCFTilingOptions panels;
-    bool stream = dims.innerM && op->hasAttr(kStreamWeights);
+    bool stream = dims.packed && op->hasAttr(kStreamWeights);
     if (stream) {
       panels.setTileSizes(sizes(0, 0, tileN, reductionTileK));
       panels.setInterchange(others({dims.m, dims.n, dims.k}));
@@ -301,7 +300,7 @@ struct TileMatmulsPass
     if (failed(inner))
       return failure();
     inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));
-    if (dims.innerM)
+    if (dims.packed)
       return success();
 
     // Peel the column and row loops: full tiles get static sizes, the

@@ -70,6 +70,14 @@ struct VectorizeElementwisePass
       if (int64_t width = segmentWidth(op))
         ops.push_back({op, width});
     });
+    // Folds the tile sizes of each segment to constants, so that its shape
+    // is static.
+    RewritePatternSet foldPatterns(ctx);
+    for (StringRef name : {"affine.min", "affine.apply",
+                           "tensor.extract_slice", "tensor.insert_slice"})
+      if (auto info = RegisteredOperationName::lookup(name, ctx))
+        info->getCanonicalizationPatterns(foldPatterns, ctx);
+    FrozenRewritePatternSet folds(std::move(foldPatterns));
     IRRewriter rewriter(ctx);
     for (auto [op, width] : ops) {
       SmallVector<int64_t> sizes(op.getNumLoops(), 1);
@@ -84,16 +92,8 @@ struct VectorizeElementwisePass
         return signalPassFailure();
       }
       rewriter.replaceOp(op, tiled->replacements);
-      auto segment = cast<linalg::LinalgOp>(tiled->tiledOps.front());
-      // Static extents once the tile sizes fold.
-      RewritePatternSet patterns(ctx);
-      for (StringRef name : {"affine.min", "affine.apply",
-                             "tensor.extract_slice", "tensor.insert_slice"})
-        if (auto info = RegisteredOperationName::lookup(name, ctx))
-          info->getCanonicalizationPatterns(patterns, ctx);
       (void)applyOpPatternsGreedily(
-          SmallVector<Operation *>{segment.getOperation()},
-          std::move(patterns));
+          SmallVector<Operation *>{tiled->tiledOps.front()}, folds);
     }
     // Vectorize the segments whose shapes are static; a segment the
     // vectorizer does not support stays scalar.

@@ -79,45 +79,30 @@ Value epilogue(OpBuilder &b, Location loc, Value acc, Value extra, Value bias,
       });
 }
 
-/// Leading expert dimensions of a packed operand (0 or 1) given its rank
-/// without them.
-unsigned batchDims(Value v, unsigned rank) {
-  return cast<ShapedType>(v.getType()).getRank() - rank;
-}
-
-/// `ap [.., MT, K, 8]` times `bp [.., NT, K, 32]` into a fresh f32
-/// accumulator `[.., MT, NT, 8, 32]` (`..`: an optional expert dimension on
-/// both): the packed product switchyard-tile-matmuls gives full register
-/// tiles with contiguous operands.
+/// `ap [MT, K, 8]` times `bp [NT, K, 32]` into a fresh f32 accumulator
+/// `[MT, NT, 8, 32]`: the packed product switchyard-tile-matmuls gives full
+/// register tiles with contiguous operands.
 Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
                       bool streamWeights) {
   MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
-  unsigned nb = batchDims(ap, 3);
-  SmallVector<OpFoldResult> sizes;
-  for (unsigned i = 0; i < nb; ++i)
-    sizes.push_back(tensor::getMixedSize(b, loc, ap, i));
-  sizes.append({tensor::getMixedSize(b, loc, ap, nb),
-                tensor::getMixedSize(b, loc, bp, nb), b.getIndexAttr(kPackRows),
-                b.getIndexAttr(kPackCols)});
-  Value acc = zeroTensor(b, loc, sizes, f32);
-  // Loops (.., mt, nt, k, i, j).
-  auto maps = [&](ArrayRef<unsigned> dims) {
-    SmallVector<AffineExpr> exprs;
-    for (unsigned i = 0; i < nb; ++i)
-      exprs.push_back(getAffineDimExpr(i, ctx));
-    for (unsigned d : dims)
-      exprs.push_back(getAffineDimExpr(nb + d, ctx));
-    return AffineMap::get(nb + 5, 0, exprs, ctx);
-  };
+  Value acc = zeroTensor(b, loc,
+                         {tensor::getMixedSize(b, loc, ap, 0),
+                          tensor::getMixedSize(b, loc, bp, 0),
+                          b.getIndexAttr(kPackRows), b.getIndexAttr(kPackCols)},
+                         f32);
+  // Loops (mt, nt, k, i, j).
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  SmallVector<AffineMap> maps = {
+      AffineMap::get(5, 0, {d(0), d(2), d(3)}, ctx),
+      AffineMap::get(5, 0, {d(1), d(2), d(4)}, ctx),
+      AffineMap::get(5, 0, {d(0), d(1), d(3), d(4)}, ctx)};
   using utils::IteratorType;
-  SmallVector<IteratorType> iterators(nb, IteratorType::parallel);
-  iterators.append({IteratorType::parallel, IteratorType::parallel,
-                    IteratorType::reduction, IteratorType::parallel,
-                    IteratorType::parallel});
+  SmallVector<IteratorType> iterators = {
+      IteratorType::parallel, IteratorType::parallel, IteratorType::reduction,
+      IteratorType::parallel, IteratorType::parallel};
   Value product = buildGeneric(
-      b, loc, ValueRange{ap, bp}, acc,
-      {maps({0, 2, 3}), maps({1, 2, 4}), maps({0, 1, 3, 4})}, iterators,
+      b, loc, ValueRange{ap, bp}, acc, maps, iterators,
       [&](OpBuilder &b, Location loc, ValueRange args) {
         Value prod = arith::MulFOp::create(b, loc,
                                            convertScalar(b, loc, args[0], f32),
@@ -133,25 +118,22 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
   return product;
 }
 
-/// The epilogue of a packed product: reads `acc [.., MT, NT, 8, 32]` (and
-/// `extra`, the same shape), adds `bias [.., N]`, applies `fn`, rounds to
+/// The epilogue of a packed product: reads `acc [MT, NT, 8, 32]` (and
+/// `extra`, the same shape), adds `bias [N]`, applies `fn`, rounds to
 /// `roundTo` (the model dtype) and writes `init` through `outDims` (a
-/// permutation of the loops (mt, nt, i, j), after the expert dimension),
-/// which gives the next product its packed operand or the caller its rows.
+/// permutation of the loops (mt, nt, i, j)), which gives the next product
+/// its packed operand or the caller its rows.
 Value packedEpilogue(OpBuilder &b, Location loc, Value acc, Value extra,
                      Value bias, Value init, ArrayRef<unsigned> outDims,
                      Type roundTo,
                      function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
   MLIRContext *ctx = b.getContext();
   Type resultType = elementType(init);
-  unsigned nb = batchDims(acc, 4);
   auto map = [&](ArrayRef<unsigned> dims) {
     SmallVector<AffineExpr> exprs;
-    for (unsigned i = 0; i < nb; ++i)
-      exprs.push_back(getAffineDimExpr(i, ctx));
     for (unsigned d : dims)
-      exprs.push_back(getAffineDimExpr(nb + d, ctx));
-    return AffineMap::get(nb + 4, 0, exprs, ctx);
+      exprs.push_back(getAffineDimExpr(d, ctx));
+    return AffineMap::get(4, 0, exprs, ctx);
   };
   SmallVector<Value> inputs = {acc};
   SmallVector<AffineMap> maps = {map({0, 1, 2, 3})};
@@ -160,40 +142,22 @@ Value packedEpilogue(OpBuilder &b, Location loc, Value acc, Value extra,
     maps.push_back(maps.front());
   }
   if (bias) {
+    // [N] as [N/32, 32], read at (nt, j).
     auto type = cast<ShapedType>(bias.getType());
-    SmallVector<int64_t> shape(type.getShape().drop_back());
-    shape.append({type.getShape().back() / kPackCols, kPackCols});
-    SmallVector<ReassociationIndices> groups;
-    for (unsigned i = 0; i < nb; ++i)
-      groups.push_back({int64_t(i)});
-    groups.push_back({int64_t(nb), int64_t(nb) + 1});
     inputs.push_back(tensor::ExpandShapeOp::create(
-        b, loc, RankedTensorType::get(shape, type.getElementType()), bias,
-        groups));
+        b, loc,
+        RankedTensorType::get({type.getDimSize(0) / kPackCols, kPackCols},
+                              type.getElementType()),
+        bias, SmallVector<ReassociationIndices>{{0, 1}}));
     maps.push_back(map({1, 3}));
   }
   maps.push_back(map(outDims));
   return buildGeneric(
-      b, loc, inputs, init, maps, parallelIterators(nb + 4),
+      b, loc, inputs, init, maps, parallelIterators(4),
       [&](OpBuilder &b, Location loc, ValueRange args) {
         epilogueBody(b, loc, args, extra != nullptr, bias != nullptr,
                      roundTo, resultType, fn);
       });
-}
-
-/// `[.., a, b, c, d]` collapsed as `groups` after the expert dimension.
-Value collapseAfterBatch(OpBuilder &b, Location loc, Value v, unsigned nb,
-                         ArrayRef<ReassociationIndices> groups) {
-  SmallVector<ReassociationIndices> all;
-  for (unsigned i = 0; i < nb; ++i)
-    all.push_back({int64_t(i)});
-  for (const ReassociationIndices &g : groups) {
-    ReassociationIndices shifted;
-    for (int64_t d : g)
-      shifted.push_back(d + nb);
-    all.push_back(shifted);
-  }
-  return tensor::CollapseShapeOp::create(b, loc, v, all);
 }
 
 } // namespace
@@ -240,48 +204,43 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
                                            Value input, const MLPWeights &w,
                                            bool streamWeights) {
   Type modelType = elementType(w.w1);
-  unsigned nb = batchDims(input, 3);
   auto w2Type = cast<ShapedType>(w.w2.getType());
-  int64_t f = w2Type.getDimSize(nb + 1);
-  int64_t dModel = w2Type.getDimSize(nb) * kPackCols;
-  auto sizesWith = [&](ArrayRef<OpFoldResult> tail) {
-    SmallVector<OpFoldResult> sizes;
-    for (unsigned i = 0; i <= nb; ++i) // the experts, then MT
-      sizes.push_back(tensor::getMixedSize(b, loc, input, i));
-    sizes.append(tail.begin(), tail.end());
-    return sizes;
-  };
+  int64_t f = w2Type.getDimSize(1);
+  int64_t dModel = w2Type.getDimSize(0) * kPackCols;
+  OpFoldResult tiles = tensor::getMixedSize(b, loc, input, 0); // MT
 
   Value h1 = packedMatmulF32(b, loc, input, w.w1, streamWeights);
   Value gate =
       w.wg ? packedMatmulF32(b, loc, input, w.wg, streamWeights) : Value();
   // The hidden activations, packed as the second product's left operand:
-  // [.., MT, F/32, 32, 8] is [.., MT, F, 8].
+  // [MT, F/32, 32, 8] is [MT, F, 8].
   // They are stored in the model dtype (SEMANTICS.md section 1), and packed
   // in f32, so that the product does not widen every element it
   // broadcasts.
   Value hiddenInit = tensor::EmptyOp::create(
       b, loc,
-      sizesWith({b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
-                 b.getIndexAttr(kPackRows)}),
+      {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
+       b.getIndexAttr(kPackRows)},
       b.getF32Type());
   Value hidden = packedEpilogue(
       b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2}, modelType,
       [&](OpBuilder &b, Location loc, Value v, Value g) {
         return applyActivation(b, loc, w.activation, v, g);
       });
-  hidden = collapseAfterBatch(b, loc, hidden, nb, {{0}, {1, 2}, {3}});
+  hidden = tensor::CollapseShapeOp::create(
+      b, loc, hidden, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
   Value out = packedMatmulF32(b, loc, hidden, w.w2, streamWeights);
-  // Rows again: [.., MT, 8, D/32, 32] is [.., MT * 8, D].
+  // Rows again: [MT, 8, D/32, 32] is [MT * 8, D].
   Value outInit = tensor::EmptyOp::create(
       b, loc,
-      sizesWith({b.getIndexAttr(kPackRows), b.getIndexAttr(dModel / kPackCols),
-                 b.getIndexAttr(kPackCols)}),
+      {tiles, b.getIndexAttr(kPackRows), b.getIndexAttr(dModel / kPackCols),
+       b.getIndexAttr(kPackCols)},
       modelType);
   Value rows = packedEpilogue(
       b, loc, out, Value(), w.b2, outInit, {0, 2, 1, 3}, modelType,
       [](OpBuilder &, Location, Value v, Value) { return v; });
-  return collapseAfterBatch(b, loc, rows, nb, {{0, 1}, {2, 3}});
+  return tensor::CollapseShapeOp::create(
+      b, loc, rows, SmallVector<ReassociationIndices>{{0, 1}, {2, 3}});
 }
 
 Value switchyard::lowering::roundUpToRowBlock(OpBuilder &b, Location loc,
@@ -301,10 +260,10 @@ Value switchyard::lowering::buildRowBlockMLPs(
   Value numExperts = dimOf(b, loc, unpacked.w1, 0);
   Value block = indexConst(b, loc, kRowBlock);
   Value numBlocks = arith::CeilDivUIOp::create(b, loc, maxRows, block);
+  Value paddedRows = arith::MulIOp::create(b, loc, numBlocks, block);
   Value outInit = tensor::EmptyOp::create(
       b, loc,
-      {getAsOpFoldResult(numExperts),
-       getAsOpFoldResult(roundUpToRowBlock(b, loc, maxRows)),
+      {getAsOpFoldResult(numExperts), getAsOpFoldResult(paddedRows),
        getAsOpFoldResult(width)},
       dtype);
   // Packed products when the widths allow: the weights are packed here

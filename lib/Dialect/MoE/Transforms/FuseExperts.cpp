@@ -52,6 +52,26 @@ bool onlyFeedsCombine(Value expertOutputs, Operation *combine) {
   return true;
 }
 
+/// The moe.experts a combine reads, through a reshape, and the dispatch of
+/// type DispatchOpTy it reads, through a reshape, when the expert outputs
+/// feed only that combine.
+template <typename DispatchOpTy>
+FailureOr<std::pair<ExpertsOp, DispatchOpTy>>
+matchExpertsChain(PatternRewriter &rewriter, Operation *combine,
+                  Value expertOutputs) {
+  auto experts = skipReshape(expertOutputs).getDefiningOp<ExpertsOp>();
+  if (!experts)
+    return rewriter.notifyMatchFailure(combine, "not fed by moe.experts");
+  auto dispatch = skipReshape(experts.getInput()).getDefiningOp<DispatchOpTy>();
+  if (!dispatch)
+    return rewriter.notifyMatchFailure(
+        combine, "the experts are not fed by the matching dispatch");
+  if (!onlyFeedsCombine(experts.getOutput(), combine))
+    return rewriter.notifyMatchFailure(combine,
+                                       "the expert outputs have other users");
+  return std::make_pair(experts, dispatch);
+}
+
 template <typename ExpertsOpTy>
 RoutedExpertsOp buildRoutedExperts(PatternRewriter &rewriter, Operation *root,
                                    Value x, Value experts, Value kept,
@@ -70,22 +90,16 @@ struct FuseCapacityExperts : OpRewritePattern<CombineOp> {
 
   LogicalResult matchAndRewrite(CombineOp combine,
                                 PatternRewriter &rewriter) const override {
-    auto experts =
-        skipReshape(combine.getExpertOutputs()).getDefiningOp<ExpertsOp>();
-    if (!experts)
-      return rewriter.notifyMatchFailure(combine, "not fed by moe.experts");
-    auto dispatch = skipReshape(experts.getInput()).getDefiningOp<DispatchOp>();
-    if (!dispatch)
-      return rewriter.notifyMatchFailure(combine,
-                                         "the experts are not fed by moe.dispatch");
+    auto chain = matchExpertsChain<DispatchOp>(rewriter, combine,
+                                               combine.getExpertOutputs());
+    if (failed(chain))
+      return failure();
+    auto [experts, dispatch] = *chain;
     if (dispatch.getExperts() != combine.getExperts() ||
         dispatch.getPositions() != combine.getPositions() ||
         dispatch.getKept() != combine.getKept())
       return rewriter.notifyMatchFailure(
           combine, "dispatch and combine use different routing");
-    if (!onlyFeedsCombine(experts.getOutput(), combine))
-      return rewriter.notifyMatchFailure(combine,
-                                         "the expert outputs have other users");
     rewriter.replaceOp(
         combine, buildRoutedExperts(rewriter, combine, dispatch.getX(),
                                     combine.getExperts(), combine.getKept(),
@@ -130,18 +144,14 @@ struct FuseExpertChoice : OpRewritePattern<ExpertChoiceCombineOp> {
 
   LogicalResult matchAndRewrite(ExpertChoiceCombineOp combine,
                                 PatternRewriter &rewriter) const override {
-    auto experts =
-        skipReshape(combine.getExpertOutputs()).getDefiningOp<ExpertsOp>();
-    if (!experts)
-      return rewriter.notifyMatchFailure(combine, "not fed by moe.experts");
-    auto dispatch =
-        skipReshape(experts.getInput()).getDefiningOp<ExpertChoiceDispatchOp>();
-    if (!dispatch || dispatch.getTokens() != combine.getTokens())
+    auto chain = matchExpertsChain<ExpertChoiceDispatchOp>(
+        rewriter, combine, combine.getExpertOutputs());
+    if (failed(chain))
+      return failure();
+    auto [experts, dispatch] = *chain;
+    if (dispatch.getTokens() != combine.getTokens())
       return rewriter.notifyMatchFailure(
-          combine, "the experts are not fed by the same tokens' dispatch");
-    if (!onlyFeedsCombine(experts.getOutput(), combine))
-      return rewriter.notifyMatchFailure(combine,
-                                         "the expert outputs have other users");
+          combine, "dispatch and combine use different tokens");
     rewriter.replaceOpWithNewOp<ChosenExpertsOp>(
         combine, combine.getY().getType(), dispatch.getX(), combine.getTokens(),
         combine.getGates(), combine.getProbs(), experts.getW1(),
