@@ -34,12 +34,12 @@ func.func @tile(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: vector<4x16xf32>)
 }
 
 // The reduction loop of a register tile prefetches its wide operand's row
-// 2 KiB ahead in bf16 (32 rows of 32 bf16), 1 KiB in f32; the narrow left
+// 4 KiB ahead in bf16 (64 rows of 32 bf16), 1 KiB in f32; the narrow left
 // column gets no prefetch.
 // CHECK-LABEL: func.func @prefetch
 // CHECK: scf.for %[[K:.+]] = %{{.+}} to %{{.+}} step %[[STEP:.+]] iter_args
-// CHECK:   %[[C32:.+]] = arith.constant 32 : index
-// CHECK:   %[[D:.+]] = arith.muli %[[STEP]], %[[C32]] : index
+// CHECK:   %[[C64:.+]] = arith.constant 64 : index
+// CHECK:   %[[D:.+]] = arith.muli %[[STEP]], %[[C64]] : index
 // CHECK:   %[[AHEAD:.+]] = arith.addi %[[K]], %[[D]] : index
 // CHECK:   memref.prefetch %{{.+}}[%[[AHEAD]], %{{.+}}], read, locality<3>, data : memref<256x32xbf16>
 // CHECK-NOT: memref.prefetch
