@@ -33,8 +33,10 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   funcPm.addPass(createCanonicalizerPass());
   if (stage == CPUStage::Routing)
     return;
-  if (options.fusion)
+  if (options.fusion) {
     funcPm.addPass(moe::createMoEFuseExperts());
+    funcPm.addPass(moe::createMoEFuseSoft());
+  }
   if (stage == CPUStage::Fused)
     return;
 

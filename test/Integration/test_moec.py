@@ -229,6 +229,61 @@ def test_fused_experts_match_unfused_and_reference(dtype, tmp_path):
     np.testing.assert_array_equal(y_fused, np.load(tmp_path / "y_unfused.npy"))
 
 
+# Soft MoE over more tokens than one 64-token tile of moe.soft_experts'
+# online softmax (150 = 64 + 64 + 22, and 300 with group: batch, where the
+# token count is dynamic), with packed (d_ff 64) and unpacked (d_ff 40)
+# expert products, one and several slots per expert.
+SOFT = """
+name: soft-tiles
+d_model: 64
+seq_len: 150
+dtype: {dtype}
+blocks:
+  - layer: soft_moe
+    norm: layer
+    experts: 6
+    slots_per_expert: 1
+    d_ff: 64
+    activation: gelu
+  - layer: soft_moe
+    norm: rms
+    experts: 4
+    slots_per_expert: 3
+    group: batch
+    normalize: false
+    d_ff: 40
+    activation: swiglu
+    bias: true
+"""
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_fused_soft_moe_matches_unfused_and_reference(dtype, tmp_path):
+    """moe-fuse-soft takes the dispatch softmax online over token tiles:
+    the result matches the reference and the unfused pipeline up to
+    rounding (the tiles rescale the slot sums)."""
+    source = tmp_path / "soft.yaml"
+    source.write_text(SOFT.format(dtype=dtype))
+    fused, unfused = tmp_path / "fused", tmp_path / "unfused"
+    moec(source, "-o", fused)
+    moec(source, "-o", unfused, "--no-fusion")
+    fused_ir = moec(source, "--emit=mlir", "--stage=fused").stdout
+    assert fused_ir.count("moe.soft_experts") == 2 and "moe.soft_dispatch" not in fused_ir
+    assert "moe.soft_experts" not in moec(source, "--emit=mlir", "--stage=fused",
+                                          "--no-fusion").stdout
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 150, 64)).astype(np.float32)
+    weights = tmp_path / "w.safetensors"
+    compare_with_reference(load_model(source), fused, tmp_path, x,
+                           ["--save-weights", weights], batch=2)
+    y_fused = np.load(tmp_path / "y.npy")
+    proc = run(unfused, "--input", tmp_path / "x.npy", "--weights", weights,
+               "--output", tmp_path / "y_unfused.npy")
+    assert proc.returncode == 0, proc.stderr
+    y_unfused = np.load(tmp_path / "y_unfused.npy")
+    assert rel_error(y_fused, y_unfused) < (1e-6 if dtype == "f32" else 1e-2)
+
+
 # Widths that are multiples of 32, so that every expert product takes the
 # packed path (weights packed at load time by switchyard_prepack).
 PACKED = """\

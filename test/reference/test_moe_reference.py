@@ -370,7 +370,9 @@ def test_non_finite_expert_choice():
     y, st = ref.expert_choice_layer(x, w, expert_capacity=4)      # only 3 finite tokens
     y3, st3 = ref.expert_choice_layer(x[:, [0, 2, 3]], w, expert_capacity=4)
     assert np.isnan(y[0, 1]).all()
-    np.testing.assert_array_equal(y[0, [0, 2, 3]], y3[0])
+    # Equal up to the last bit of float64: numpy's BLAS may round a product
+    # row differently for 4 rows than for 3 (seen on AMD Zen 5, 1 ulp).
+    np.testing.assert_allclose(y[0, [0, 2, 3]], y3[0], rtol=1e-14, atol=0)
     assert (st["token_index"][0, :, 3] == -1).all()
     assert 1 not in st["token_index"]
     np.testing.assert_array_equal(st["token_index"][0, :, :3],

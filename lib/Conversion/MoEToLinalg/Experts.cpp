@@ -388,6 +388,27 @@ MLPWeights switchyard::lowering::expertWeights(OpBuilder &b, Location loc,
           expertSlice(b, loc, weights.b2, e), weights.activation};
 }
 
+Value switchyard::lowering::buildUniformRowBlockMLPs(
+    OpBuilder &b, Location loc, Value rows, Value width,
+    const MLPWeights &weights,
+    function_ref<Value(OpBuilder &, Location, Value, Value, Value)> element) {
+  return buildRowBlockMLPs(
+      b, loc, rows, width, weights,
+      [&](OpBuilder &, Location, Value) { return rows; },
+      [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
+        Value valid =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, r, rows);
+        Value safe =
+            arith::SelectOp::create(b, loc, valid, r, indexConst(b, loc, 0));
+        Value v = element(b, loc, e, safe, d);
+        Type type = v.getType();
+        return arith::SelectOp::create(
+                   b, loc, valid, v,
+                   arith::ConstantOp::create(b, loc, type, b.getZeroAttr(type)))
+            .getResult();
+      });
+}
+
 namespace {
 
 struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
@@ -403,24 +424,11 @@ struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
       b.replaceOp(op, buildMLP(b, loc, input, weights));
       return success();
     }
-    // Packed products by row blocks, each block's rows packed as it
-    // starts; rows past M (up to the next multiple of 8) read as zero.
-    Value rowCount = dimOf(b, loc, input, 1);
-    Value out = buildRowBlockMLPs(
-        b, loc, rowCount, dimOf(b, loc, input, 2), weights,
-        [&](OpBuilder &, Location, Value) { return rowCount; },
+    // Packed products by row blocks, each block's rows packed as it starts.
+    Value out = buildUniformRowBlockMLPs(
+        b, loc, dimOf(b, loc, input, 1), dimOf(b, loc, input, 2), weights,
         [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
-          Value valid = arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::ult, r, rowCount);
-          Value safe = arith::SelectOp::create(b, loc, valid, r,
-                                               indexConst(b, loc, 0));
-          Value v = extract(b, loc, input, ValueRange{e, safe, d});
-          Type type = v.getType();
-          return arith::SelectOp::create(
-                     b, loc, valid, v,
-                     arith::ConstantOp::create(b, loc, type,
-                                               b.getZeroAttr(type)))
-              .getResult();
+          return extract(b, loc, input, ValueRange{e, r, d});
         });
     SmallVector<OpFoldResult> offsets(3, b.getIndexAttr(0)),
         strides(3, b.getIndexAttr(1));

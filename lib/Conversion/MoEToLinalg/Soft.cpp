@@ -4,9 +4,11 @@
 //
 // SEMANTICS.md section 5. Logits in f32; the softmax over tokens (dispatch)
 // and over slots (combine) subtract their maximum. Both mixes are batched
-// matrix products over the materialized softmax weights; slot s = e * p + q,
-// and slot tensors are transposed to and from the [n, NG, p, D] layout the
-// experts consume.
+// matrix products over materialized [NG, m, S] weights (the dispatch mixes
+// exp(L - max) and divides by the sum afterwards); slot s = e * p + q, and
+// slot tensors are transposed to and from the [n, NG, p, D] layout the
+// experts consume. moe.soft_experts (the fused form) takes both softmaxes a
+// tile of tokens at a time and reads the slots where they are.
 //
 //===----------------------------------------------------------------------===//
 
@@ -181,9 +183,37 @@ struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
     int64_t p = op.getSlotsPerExpert();
     auto slotsType = cast<ShapedType>(op.getSlots().getType());
     int64_t n = slotsType.getDimSize(0);
-    Value weights = softmaxWeights(b, loc, logits, /*reducedDim=*/1);
-    Value mixed = batchedProduct(b, loc, weights, x, /*lhsTransposed=*/true,
-                                 b.getIndexAttr(n * p));
+    // The mix of exp(L - max) is divided by the sum afterwards, as
+    // moe.soft_experts' online softmax does it: with one tile of tokens the
+    // two forms give the same bits.
+    MLIRContext *ctx = b.getContext();
+    auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+    auto [max, sum] = softmaxStats(b, loc, logits, /*reducedDim=*/1);
+    AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
+    AffineMap perSlot = AffineMap::get(3, 0, {d(0), d(2)}, ctx);
+    Value exps = buildGeneric(
+        b, loc, ValueRange{logits, max},
+        tensor::EmptyOp::create(b, loc, sizesOf(b, loc, logits),
+                                b.getF32Type()),
+        {id, perSlot, id}, parallelIterators(3),
+        [](OpBuilder &b, Location loc, ValueRange v) {
+          linalg::YieldOp::create(
+              b, loc,
+              math::ExpOp::create(b, loc,
+                                  arith::SubFOp::create(b, loc, v[0], v[1]))
+                  .getResult());
+        });
+    Value unnormalized = batchedProduct(b, loc, exps, x, /*lhsTransposed=*/true,
+                                        b.getIndexAttr(n * p));
+    Value mixed = buildGeneric(
+        b, loc, ValueRange{unnormalized, sum},
+        tensor::EmptyOp::create(b, loc, sizesOf(b, loc, unnormalized),
+                                b.getF32Type()),
+        {id, AffineMap::get(3, 0, {d(0), d(1)}, ctx), id}, parallelIterators(3),
+        [](OpBuilder &b, Location loc, ValueRange v) {
+          linalg::YieldOp::create(
+              b, loc, arith::DivFOp::create(b, loc, v[0], v[1]).getResult());
+        });
     // [NG, n*p, D] -> [NG, n, p, D] -> [n, NG, p, D].
     SmallVector<OpFoldResult> sizes = sizesOf(b, loc, mixed);
     Value expanded = tensor::ExpandShapeOp::create(
@@ -234,9 +264,283 @@ struct SoftCombineLowering : OpConversionPattern<moe::SoftCombineOp> {
   }
 };
 
+/// Tokens per tile of moe.soft_experts' softmaxes: the weight tiles are
+/// [NG, 64, S] f32 (256 KiB for Soft MoE B/16 at B=8), and rescaling the
+/// slot accumulators once a tile costs 1/128 of the tile's mixing product.
+constexpr int64_t kSoftTokenTile = 64;
+
+/// Rows [start, start + size) of dimension 1 of a rank-3 tensor.
+Value tokenTile(OpBuilder &b, Location loc, Value t, Value start, Value size) {
+  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, t);
+  sizes[1] = size;
+  SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), start,
+                                       b.getIndexAttr(0)};
+  return tensor::ExtractSliceOp::create(b, loc, t, offsets, sizes,
+                                        SmallVector<OpFoldResult>(3, b.getIndexAttr(1)));
+}
+
+/// `scf.for` over the token tiles of `m` tokens carrying `inits`; `body`
+/// gets the tile's first token and its size (kSoftTokenTile, less for the
+/// last one).
+SmallVector<Value> forEachTokenTile(
+    OpBuilder &b, Location loc, Value m, ValueRange inits,
+    function_ref<SmallVector<Value>(OpBuilder &, Location, Value, Value,
+                                    ValueRange)>
+        body) {
+  Value tile = indexConst(b, loc, kSoftTokenTile);
+  auto loop = scf::ForOp::create(
+      b, loc, indexConst(b, loc, 0), m, tile, inits,
+      [&](OpBuilder &b, Location loc, Value start, ValueRange iterArgs) {
+        Value size = arith::MinUIOp::create(
+            b, loc, tile, arith::SubIOp::create(b, loc, m, start));
+        scf::YieldOp::create(b, loc, body(b, loc, start, size, iterArgs));
+      });
+  return loop.getResults();
+}
+
+/// The slot inputs `Xs [NG, S, D]` (in the dtype of x) of the softmax over
+/// tokens, taken online: per tile of tokens, the running column maximum M
+/// and sum Z and the accumulators A = sum_i exp(L[i, s] - M[s]) x_i are
+/// rescaled by exp(M_old - M_new) and the tile added; Xs = A / Z at the end.
+Value onlineSoftDispatch(OpBuilder &b, Location loc, Value x, Value logits) {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  OpFoldResult groups = tensor::getMixedSize(b, loc, x, 0);
+  OpFoldResult slots = tensor::getMixedSize(b, loc, logits, 2);
+  OpFoldResult width = tensor::getMixedSize(b, loc, x, 2);
+  AffineMap id2 = AffineMap::getMultiDimIdentityMap(2, ctx);
+  AffineMap id3 = AffineMap::getMultiDimIdentityMap(3, ctx);
+  AffineMap perSlot = AffineMap::get(3, 0, {d(0), d(1)}, ctx);
+  auto exp = [](OpBuilder &b, Location loc, Value a, Value c) {
+    return math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, a, c))
+        .getResult();
+  };
+
+  SmallVector<Value> inits = {
+      filledTensor(b, loc, {groups, slots}, f32,
+                   floatConst(b, loc, f32, -INFINITY)),
+      zeroTensor(b, loc, {groups, slots}, f32),
+      zeroTensor(b, loc, {groups, slots, width}, f32)};
+  SmallVector<Value> stats = forEachTokenTile(
+      b, loc, dimOf(b, loc, x, 1), inits,
+      [&](OpBuilder &b, Location loc, Value start, Value size,
+          ValueRange state) -> SmallVector<Value> {
+        Value max = state[0], sum = state[1], acc = state[2];
+        Value lt = tokenTile(b, loc, logits, start, size);
+        Value xt = tokenTile(b, loc, x, start, size);
+        // Iteration (g, s, i): the tile's column maxima, then the new ones.
+        Value tileMax = reduce(
+            b, loc, lt, {groups, slots}, -INFINITY,
+            {AffineMap::get(3, 0, {d(0), d(2), d(1)}, ctx), perSlot},
+            {kPar, kPar, kRed},
+            [](OpBuilder &b, Location loc, ValueRange v, Value acc) {
+              return arith::MaximumFOp::create(b, loc, v[0], acc).getResult();
+            });
+        // exp(M_old - M_new), 0 on the first tile where M_old = -inf; then
+        // M_new. Every state tensor is updated in place (the loop carries
+        // one buffer each).
+        Value rescale = buildGeneric(
+            b, loc, ValueRange{max, tileMax},
+            tensor::EmptyOp::create(b, loc, sizesOf(b, loc, max), f32),
+            {id2, id2, id2}, parallelIterators(2),
+            [&](OpBuilder &b, Location loc, ValueRange v) {
+              linalg::YieldOp::create(
+                  b, loc,
+                  exp(b, loc, v[0],
+                      arith::MaximumFOp::create(b, loc, v[0], v[1])));
+            });
+        Value newMax = buildGeneric(
+            b, loc, tileMax, max, {id2, id2}, parallelIterators(2),
+            [](OpBuilder &b, Location loc, ValueRange v) {
+              linalg::YieldOp::create(
+                  b, loc,
+                  arith::MaximumFOp::create(b, loc, v[1], v[0]).getResult());
+            });
+        // The tile's unnormalized weights exp(L - M_new) [NG, tile, S].
+        Value weights = buildGeneric(
+            b, loc, ValueRange{lt, newMax},
+            tensor::EmptyOp::create(b, loc, sizesOf(b, loc, lt), f32),
+            {id3, AffineMap::get(3, 0, {d(0), d(2)}, ctx), id3},
+            parallelIterators(3),
+            [&](OpBuilder &b, Location loc, ValueRange v) {
+              linalg::YieldOp::create(b, loc, exp(b, loc, v[0], v[1]));
+            });
+        auto rescaled = [&](Value t, AffineMap map) {
+          unsigned rank = map.getNumDims();
+          return buildGeneric(
+              b, loc, rescale, t,
+              {map, AffineMap::getMultiDimIdentityMap(rank, ctx)},
+              parallelIterators(rank),
+              [](OpBuilder &b, Location loc, ValueRange v) {
+                linalg::YieldOp::create(
+                    b, loc,
+                    arith::MulFOp::create(b, loc, v[1], v[0]).getResult());
+              });
+        };
+        // Z = Z * rescale + column sums; iteration (g, s, i).
+        Value newSum = buildGeneric(
+            b, loc, weights, rescaled(sum, id2),
+            {AffineMap::get(3, 0, {d(0), d(2), d(1)}, ctx), perSlot},
+            {kPar, kPar, kRed},
+            [](OpBuilder &b, Location loc, ValueRange v) {
+              linalg::YieldOp::create(
+                  b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
+            });
+        // A = A * rescale + weights^T x_tile; iteration (g, s, d, i).
+        Value newAcc = buildGeneric(
+            b, loc, ValueRange{weights, xt}, rescaled(acc, perSlot),
+            {AffineMap::get(4, 0, {d(0), d(3), d(1)}, ctx),
+             AffineMap::get(4, 0, {d(0), d(3), d(2)}, ctx),
+             AffineMap::get(4, 0, {d(0), d(1), d(2)}, ctx)},
+            {kPar, kPar, kPar, kRed},
+            [&](OpBuilder &b, Location loc, ValueRange v) {
+              Value prod = arith::MulFOp::create(
+                  b, loc, v[0], convertScalar(b, loc, v[1], f32));
+              linalg::YieldOp::create(
+                  b, loc, arith::AddFOp::create(b, loc, v[2], prod).getResult());
+            });
+        return {newMax, newSum, newAcc};
+      });
+  Type type = elementType(x);
+  return buildGeneric(
+      b, loc, ValueRange{stats[2], stats[1]},
+      tensor::EmptyOp::create(b, loc, sizesOf(b, loc, stats[2]), type),
+      {id3, perSlot, id3}, parallelIterators(3),
+      [&](OpBuilder &b, Location loc, ValueRange v) {
+        linalg::YieldOp::create(
+            b, loc,
+            convertScalar(b, loc, arith::DivFOp::create(b, loc, v[0], v[1]),
+                          type));
+      });
+}
+
+struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(moe::SoftExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = getContext();
+    auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+    Value x = adaptor.getX(), logits = adaptor.getLogits();
+    Type type = elementType(x);
+    int64_t p = op.getSlotsPerExpert();
+    int64_t numSlots = cast<ShapedType>(logits.getType()).getDimSize(2);
+    int64_t n = numSlots / p;
+    Value xs = onlineSoftDispatch(b, loc, x, logits);
+
+    // Expert e's rows are its slots (g, q), row g * p + q: the output is
+    // [n, >= NG * p, D] with that row order.
+    MLPWeights weights = mlpWeights(adaptor, op.getActivation());
+    Value groups = dimOf(b, loc, x, 0), width = dimOf(b, loc, x, 2);
+    Value rows = arith::MulIOp::create(b, loc, groups, indexConst(b, loc, p));
+    Value out;
+    if (canPack(weights)) {
+      // Packed products by row blocks, each block's slots read from Xs as
+      // it is packed.
+      out = buildUniformRowBlockMLPs(
+          b, loc, rows, width, weights,
+          [&](OpBuilder &b, Location loc, Value e, Value r, Value col) {
+            Value pv = indexConst(b, loc, p);
+            Value g = arith::DivUIOp::create(b, loc, r, pv);
+            Value slot = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, e, pv),
+                arith::RemUIOp::create(b, loc, r, pv));
+            return extract(b, loc, xs, ValueRange{g, slot, col});
+          });
+    } else {
+      // [NG, n * p, D] -> [n, NG * p, D] for the unpacked MLP.
+      auto xType = cast<ShapedType>(x.getType());
+      SmallVector<OpFoldResult> xSizes = sizesOf(b, loc, x);
+      Value byExpert = tensor::ExpandShapeOp::create(
+          b, loc,
+          RankedTensorType::get(
+              {xType.getDimSize(0), n, p, xType.getDimSize(2)}, type),
+          xs, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
+          SmallVector<OpFoldResult>{xSizes[0], b.getIndexAttr(n),
+                                    b.getIndexAttr(p), xSizes[2]});
+      Value init = tensor::EmptyOp::create(
+          b, loc,
+          SmallVector<OpFoldResult>{b.getIndexAttr(n), xSizes[0],
+                                    b.getIndexAttr(p), xSizes[2]},
+          type);
+      Value transposed =
+          linalg::TransposeOp::create(b, loc, byExpert, init,
+                                      ArrayRef<int64_t>{1, 0, 2, 3})
+              ->getResult(0);
+      out = buildMLP(b, loc,
+                     tensor::CollapseShapeOp::create(
+                         b, loc, transposed,
+                         SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}}),
+                     weights);
+    }
+
+    // The slot outputs as the combine reads them, Ys[g, s, :]: with one
+    // slot per expert that is out[s, g, :] in place; otherwise they are
+    // gathered into [NG, S, D].
+    Value slotOutputs = out;
+    AffineMap slotMap = AffineMap::get(4, 0, {d(3), d(0), d(2)}, ctx);
+    if (p != 1) {
+      SmallVector<OpFoldResult> slotSizes = sizesOf(b, loc, x);
+      slotSizes[1] = b.getIndexAttr(numSlots);
+      Value slotsInit = tensor::EmptyOp::create(b, loc, slotSizes, type);
+      slotOutputs = buildGeneric(
+          b, loc, ValueRange{}, slotsInit, {AffineMap::getMultiDimIdentityMap(3, ctx)},
+          parallelIterators(3), [&](OpBuilder &b, Location loc, ValueRange) {
+            Value g = linalg::IndexOp::create(b, loc, 0);
+            Value s = linalg::IndexOp::create(b, loc, 1);
+            Value col = linalg::IndexOp::create(b, loc, 2);
+            Value pv = indexConst(b, loc, p);
+            Value row = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, g, pv),
+                arith::RemUIOp::create(b, loc, s, pv));
+            linalg::YieldOp::create(
+                b, loc,
+                extract(b, loc, out,
+                        ValueRange{arith::DivUIOp::create(b, loc, s, pv), row,
+                                   col}));
+          });
+      slotMap = AffineMap::get(4, 0, {d(0), d(3), d(2)}, ctx);
+    }
+
+    // y = softmax over slots of L, times Ys, a tile of tokens at a time;
+    // iteration (g, i, d, s).
+    Value yInit = tensor::EmptyOp::create(b, loc, sizesOf(b, loc, x), type);
+    Value y = forEachTokenTile(
+        b, loc, dimOf(b, loc, x, 1), yInit,
+        [&](OpBuilder &b, Location loc, Value start, Value size,
+            ValueRange state) -> SmallVector<Value> {
+          Value lt = tokenTile(b, loc, logits, start, size);
+          Value combineWeights = softmaxWeights(b, loc, lt, /*reducedDim=*/2);
+          SmallVector<OpFoldResult> tileSizes = sizesOf(b, loc, x);
+          tileSizes[1] = size;
+          Value mixed = reduce(
+              b, loc, ValueRange{combineWeights, slotOutputs}, tileSizes, 0.0,
+              {AffineMap::get(4, 0, {d(0), d(1), d(3)}, ctx), slotMap,
+               AffineMap::get(4, 0, {d(0), d(1), d(2)}, ctx)},
+              {kPar, kPar, kPar, kRed},
+              [&](OpBuilder &b, Location loc, ValueRange in, Value acc) {
+                Value prod = arith::MulFOp::create(
+                    b, loc, in[0],
+                    convertScalar(b, loc, in[1], b.getF32Type()));
+                return arith::AddFOp::create(b, loc, acc, prod).getResult();
+              });
+          SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), start,
+                                               b.getIndexAttr(0)};
+          return {tensor::InsertSliceOp::create(
+              b, loc, truncateTo(b, loc, mixed, type), state[0], offsets,
+              tileSizes, SmallVector<OpFoldResult>(3, b.getIndexAttr(1)))};
+        })[0];
+    b.replaceOp(op, y);
+    return success();
+  }
+};
+
 } // namespace
 
 void switchyard::populateMoESoftToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<SoftLogitsLowering, SoftDispatchLowering, SoftCombineLowering>(
-      patterns.getContext());
+  patterns.add<SoftLogitsLowering, SoftDispatchLowering, SoftCombineLowering,
+               SoftExpertsLowering>(patterns.getContext());
 }

@@ -186,6 +186,16 @@ mlir::Value buildRowBlockMLPs(
                                    mlir::Value, mlir::Value, mlir::Value)>
         element);
 
+/// buildRowBlockMLPs where every expert has the same `rows` rows, read
+/// through `element(e, r, d)` for r < rows; the rows past them (up to the
+/// next multiple of 8) read as zero.
+mlir::Value buildUniformRowBlockMLPs(
+    mlir::OpBuilder &b, mlir::Location loc, mlir::Value rows,
+    mlir::Value width, const MLPWeights &weights,
+    llvm::function_ref<mlir::Value(mlir::OpBuilder &, mlir::Location,
+                                   mlir::Value, mlir::Value, mlir::Value)>
+        element);
+
 /// Iterator lists.
 llvm::SmallVector<mlir::utils::IteratorType> parallelIterators(unsigned n);
 

@@ -109,17 +109,19 @@ func.func @grouped_experts(%rows: tensor<?x16xf32>, %off: tensor<5xi64>,
 
 // -----
 
-// Soft dispatch: the softmax over tokens, materialized (one exp a weight),
-// then a batched product over the tokens into [NG, n*p, D], then the slots
-// s = e * p + q laid out as [n, NG, p, D].
+// Soft dispatch: exp(L - max) over tokens, materialized (one exp a weight),
+// then a batched product over the tokens into [NG, n*p, D] divided by the
+// column sums, then the slots s = e * p + q laid out as [n, NG, p, D].
 
 // CHECK-DAG: #[[$W:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d3, d1)>
 // CHECK-DAG: #[[$X:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d3, d2)>
 // CHECK-LABEL: func.func @soft_dispatch
 // CHECK:       %[[W:.+]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel"]}
 // CHECK:         math.exp
+// CHECK-NOT:     arith.divf
+// CHECK:       %[[U:.+]] = linalg.generic {indexing_maps = [#[[$W]], #[[$X]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %{{.*}} : tensor<2x8x4xf32>, tensor<2x8x16xf32>) outs({{.*}} : tensor<2x4x16xf32>)
+// CHECK:       %[[P:.+]] = linalg.generic {{.*}} ins(%[[U]], %{{.*}} : tensor<2x4x16xf32>, tensor<2x4xf32>)
 // CHECK:         arith.divf
-// CHECK:       %[[P:.+]] = linalg.generic {indexing_maps = [#[[$W]], #[[$X]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %{{.*}} : tensor<2x8x4xf32>, tensor<2x8x16xf32>) outs({{.*}} : tensor<2x4x16xf32>)
 // CHECK:       %[[E:.+]] = tensor.expand_shape %[[P]] {{\[\[}}0], [1, 2], [3]] output_shape [2, 2, 2, 16] : tensor<2x4x16xf32> into tensor<2x2x2x16xf32>
 // CHECK:       linalg.transpose ins(%[[E]] : tensor<2x2x2x16xf32>) outs({{.*}}) permutation = [1, 0, 2, 3]
 func.func @soft_dispatch(%x: tensor<2x8x16xf32>, %l: tensor<2x8x4xf32>) -> tensor<2x2x2x16xf32> {
@@ -228,4 +230,59 @@ func.func @chosen_experts(%x: tensor<?x8x16xf32>, %tok: tensor<?x4x4xi64>,
          tensor<?x8x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
       -> tensor<?x8x16xf32>
   return %y : tensor<?x8x16xf32>
+}
+
+// -----
+
+// moe.soft_experts: the dispatch softmax over tokens is taken online, 64
+// tokens at a time (100 = 64 + 36): the running column maximum, sum and
+// slot accumulators are rescaled by exp(M_old - M_new) and the tile's
+// exp(L - M_new) mixed in; the slots are divided by the sum once. Each
+// expert's row block reads its slots from that mix, and the combine takes
+// the softmax over slots tile by tile, reading the expert outputs in place
+// (Ys[g, s] = out[s, g]). No [NG, 100, S] weight matrix is built.
+
+// CHECK-DAG:   #[[$TOKSLOT:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d3, d1)>
+// CHECK-DAG:   #[[$SLOTOUT:.+]] = affine_map<(d0, d1, d2, d3) -> (d3, d0, d2)>
+// CHECK-LABEL: func.func @soft_experts
+// CHECK-SAME:  (%[[X:[a-z0-9]+]]: tensor<?x100x64xf32>, %[[L:[a-z0-9]+]]: tensor<?x100x4xf32>
+// CHECK-DAG:   %[[C64:.+]] = arith.constant 64 : index
+// CHECK-DAG:   %[[C100:.+]] = arith.constant 100 : index
+// CHECK:       %[[STATE:.+]]:3 = scf.for %[[I:.+]] = %{{.+}} to %[[C100]] step %[[C64]] iter_args(%[[M:.+]] = %{{.+}}, %[[Z:.+]] = %{{.+}}, %[[A:.+]] = %{{.+}}) -> (tensor<?x4xf32>, tensor<?x4xf32>, tensor<?x4x64xf32>)
+// CHECK:         %[[SIZE:.+]] = arith.minui %{{.+}}, %[[C64]] : index
+// CHECK:         %[[LT:.+]] = tensor.extract_slice %[[L]][0, %[[I]], 0] [%{{.+}}, %[[SIZE]], 4]
+// CHECK:         %[[XT:.+]] = tensor.extract_slice %[[X]][0, %[[I]], 0] [%{{.+}}, %[[SIZE]], 64]
+// CHECK:         %[[TMAX:.+]] = linalg.generic {{.+}} ins(%[[LT]] : tensor<?x?x4xf32>)
+// CHECK:           arith.maximumf
+// CHECK:         %[[RESCALE:.+]] = linalg.generic {{.+}} ins(%[[M]], %[[TMAX]] : tensor<?x4xf32>, tensor<?x4xf32>)
+// CHECK:           %[[NEWMAX:.+]] = arith.maximumf
+// CHECK:           %[[DIFF:.+]] = arith.subf %{{.+}}, %[[NEWMAX]]
+// CHECK:           math.exp %[[DIFF]]
+// CHECK:         %[[MNEW:.+]] = linalg.generic {{.+}} ins(%[[TMAX]] : tensor<?x4xf32>) outs(%[[M]] : tensor<?x4xf32>)
+// CHECK:         %[[W:.+]] = linalg.generic {{.+}} ins(%[[LT]], %[[MNEW]] : tensor<?x?x4xf32>, tensor<?x4xf32>)
+// CHECK:           math.exp
+// CHECK:         %[[ZS:.+]] = linalg.generic {{.+}} ins(%[[RESCALE]] : tensor<?x4xf32>) outs(%[[Z]] : tensor<?x4xf32>)
+// CHECK:         %[[ZNEW:.+]] = linalg.generic {{.+}} ins(%[[W]] : tensor<?x?x4xf32>) outs(%[[ZS]] : tensor<?x4xf32>)
+// CHECK:         %[[AS:.+]] = linalg.generic {{.+}} ins(%[[RESCALE]] : tensor<?x4xf32>) outs(%[[A]] : tensor<?x4x64xf32>)
+// CHECK:         %[[ANEW:.+]] = linalg.generic {indexing_maps = [#[[$TOKSLOT]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %[[XT]] : tensor<?x?x4xf32>, tensor<?x?x64xf32>) outs(%[[AS]] : tensor<?x4x64xf32>)
+// CHECK:         scf.yield %[[MNEW]], %[[ZNEW]], %[[ANEW]]
+// CHECK:       %[[XS:.+]] = linalg.generic {{.+}} ins(%[[STATE]]#2, %[[STATE]]#1 : tensor<?x4x64xf32>, tensor<?x4xf32>)
+// CHECK:         arith.divf
+// CHECK:       %[[OUT:.+]] = scf.forall (%[[E:.+]], %{{.+}}) in (4, %{{.+}}) shared_outs
+// CHECK:         tensor.extract %[[XS]]
+// CHECK:       %[[Y:.+]] = scf.for %[[J:.+]] = %{{.+}} to %[[C100]] step %[[C64]] iter_args(%[[YACC:.+]] = %{{.+}}) -> (tensor<?x100x64xf32>)
+// CHECK:         %[[CW:.+]] = linalg.generic {indexing_maps = [#{{[a-z0-9]+}}, #{{[a-z0-9]+}}, #{{[a-z0-9]+}}, #{{[a-z0-9]+}}], iterator_types = ["parallel", "parallel", "parallel"]}
+// CHECK:           math.exp
+// CHECK:           arith.divf
+// CHECK:         %[[MIX:.+]] = linalg.generic {indexing_maps = [{{.+}}, #[[$SLOTOUT]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[CW]], %[[OUT]] : tensor<?x?x4xf32>, tensor<4x?x64xf32>)
+// CHECK:         tensor.insert_slice %[[MIX]] into %[[YACC]][0, %[[J]], 0]
+// CHECK:       return %[[Y]]
+func.func @soft_experts(%x: tensor<?x100x64xf32>, %l: tensor<?x100x4xf32>,
+                        %w1: tensor<4x64x32xf32>, %w2: tensor<4x32x64xf32>)
+    -> tensor<?x100x64xf32> {
+  %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2)
+      {activation = #moe.activation<relu>}
+      : (tensor<?x100x64xf32>, tensor<?x100x4xf32>, tensor<4x64x32xf32>,
+         tensor<4x32x64xf32>) -> tensor<?x100x64xf32>
+  return %y : tensor<?x100x64xf32>
 }

@@ -630,3 +630,39 @@ func.func @chosen_experts_tokens(%x: tensor<2x8x16xf32>, %t: tensor<2x3x4xi64>, 
       : (tensor<2x8x16xf32>, tensor<2x3x4xi64>, tensor<2x3x4xf32>, tensor<2x8x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
   return
 }
+
+// -----
+
+func.func @soft_experts_slots(%x: tensor<2x8x16xf32>, %l: tensor<2x8x6xf32>, %w1: tensor<3x16x32xf32>, %w2: tensor<3x32x16xf32>) {
+  // expected-error @+1 {{expected a static number of slots S divisible by slots_per_expert = 4, but found S = 6}}
+  %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>, slots_per_expert = 4 : i64}
+      : (tensor<2x8x16xf32>, tensor<2x8x6xf32>, tensor<3x16x32xf32>, tensor<3x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @soft_experts_experts(%x: tensor<2x8x16xf32>, %l: tensor<2x8x6xf32>, %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{expected w1 to have E = 3 experts (from S / slots_per_expert), but found 4}}
+  %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>, slots_per_expert = 2 : i64}
+      : (tensor<2x8x16xf32>, tensor<2x8x6xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @soft_experts_logits(%x: tensor<2x8x16xf32>, %l: tensor<2x7x6xf32>, %w1: tensor<6x16x32xf32>, %w2: tensor<6x32x16xf32>) {
+  // expected-error @+1 {{expected logits of shape [NG, m, S] = [2, 8, ?], but found [2, 7, 6]}}
+  %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<2x7x6xf32>, tensor<6x16x32xf32>, tensor<6x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @soft_experts_slots_per_expert(%x: tensor<2x8x16xf32>, %l: tensor<2x8x6xf32>, %w1: tensor<6x16x32xf32>, %w2: tensor<6x32x16xf32>) {
+  // expected-error @+1 {{expected slots_per_expert >= 1, but found 0}}
+  %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>, slots_per_expert = 0 : i64}
+      : (tensor<2x8x16xf32>, tensor<2x8x6xf32>, tensor<6x16x32xf32>, tensor<6x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}

@@ -223,3 +223,16 @@ func.func @soft_routing(%x: tensor<?x8x16xbf16>, %phi: tensor<16x8xbf16>, %s: te
   %y = moe.soft_combine %l, %xs : (tensor<?x8x8xf32>, tensor<4x?x2x16xbf16>) -> tensor<?x8x16xbf16>
   return
 }
+
+// CHECK-LABEL: func.func @soft_experts
+func.func @soft_experts(%x: tensor<?x8x16xbf16>, %l: tensor<?x8x8xf32>,
+                        %w1: tensor<4x16x32xbf16>, %wg: tensor<4x16x32xbf16>,
+                        %w2: tensor<4x32x16xbf16>, %b2: tensor<4x16xbf16>) {
+  // CHECK: moe.soft_experts %{{[a-zA-Z0-9_#]+}}, %{{[a-zA-Z0-9_#]+}} weights(w1 %{{[a-zA-Z0-9_#]+}} wg %{{[a-zA-Z0-9_#]+}} w2 %{{[a-zA-Z0-9_#]+}} b2 %{{[a-zA-Z0-9_#]+}}) {activation = #moe.activation<geglu>, slots_per_expert = 2 : i64}
+  %y = moe.soft_experts %x, %l weights(w1 %w1 wg %wg w2 %w2 b2 %b2)
+      {activation = #moe.activation<geglu>, slots_per_expert = 2 : i64}
+      : (tensor<?x8x16xbf16>, tensor<?x8x8xf32>, tensor<4x16x32xbf16>,
+         tensor<4x16x32xbf16>, tensor<4x32x16xbf16>, tensor<4x16xbf16>)
+      -> tensor<?x8x16xbf16>
+  return
+}

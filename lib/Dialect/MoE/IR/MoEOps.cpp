@@ -605,9 +605,10 @@ LogicalResult SoftLogitsOp::verify() {
 }
 
 /// Checks `slots [n, NG, p, D]` against `logits [NG, m, S]` with `n * p = S`.
-static LogicalResult verifySlotLayout(Operation *op, StringRef name,
-                                      Value slots, Value logits,
-                                      int64_t slotsPerExpert, int64_t dModel) {
+/// The slot count S of Soft MoE `logits [NG, m, S]` is static and a multiple
+/// of slots_per_expert.
+static LogicalResult verifySlotCount(Operation *op, Value logits,
+                                     int64_t slotsPerExpert) {
   int64_t s = dimOf(logits, 2);
   if (ShapedType::isDynamic(s) || s % slotsPerExpert != 0)
     return op->emitOpError("expected a static number of slots S divisible by "
@@ -615,6 +616,15 @@ static LogicalResult verifySlotLayout(Operation *op, StringRef name,
            << slotsPerExpert << ", but found S = "
            << (ShapedType::isDynamic(s) ? std::string("?")
                                         : std::to_string(s));
+  return success();
+}
+
+static LogicalResult verifySlotLayout(Operation *op, StringRef name,
+                                      Value slots, Value logits,
+                                      int64_t slotsPerExpert, int64_t dModel) {
+  if (failed(verifySlotCount(op, logits, slotsPerExpert)))
+    return failure();
+  int64_t s = dimOf(logits, 2);
   return verifyShape(op, name, slots,
                      {s / slotsPerExpert, dimOf(logits, 0), slotsPerExpert,
                       dModel},
@@ -655,6 +665,23 @@ LogicalResult SoftCombineOp::verify() {
                                "the dtype of the slot outputs")))
     return failure();
   return success();
+}
+
+LogicalResult SoftExpertsOp::verify() {
+  Operation *op = getOperation();
+  Value x = getX(), logits = getLogits();
+  int64_t p = getSlotsPerExpert();
+  if (p < 1)
+    return emitOpError("expected slots_per_expert >= 1, but found ") << p;
+  if (failed(verifySlotCount(op, logits, p)) ||
+      failed(verifyShape(op, "logits", logits,
+                         {dimOf(x, 0), dimOf(x, 1), kAny}, "[NG, m, S]")) ||
+      failed(verifyExpertWeights(op, elementTypeOf(x), dimOf(x, 2),
+                                 dimOf(logits, 2) / p, "S / slots_per_expert",
+                                 getW1(), getWg(), getW2(), getB1(), getB2(),
+                                 getActivation(), /*hasExpertDim=*/true)))
+    return failure();
+  return verifySameType(op, "y", getY(), "x", x);
 }
 
 LogicalResult LoadBalancingLossOp::verify() {

@@ -11,6 +11,11 @@
 // lowering turns into per-expert products over exactly the kept rows,
 // gathered from x as each row block is computed.
 //
+// Soft MoE at the routing level is the same three-op shape: soft_dispatch
+// mixes every token into every slot, experts runs each expert over its
+// slots, and soft_combine mixes the slot outputs back into every token.
+// `moe.soft_experts` is the same computation as one op (moe-fuse-soft).
+//
 //===----------------------------------------------------------------------===//
 
 #include "switchyard/Dialect/MoE/Transforms/Passes.h"
@@ -20,6 +25,7 @@
 
 namespace switchyard::moe {
 #define GEN_PASS_DEF_MOEFUSEEXPERTS
+#define GEN_PASS_DEF_MOEFUSESOFT
 #include "switchyard/Dialect/MoE/Transforms/Passes.h.inc"
 } // namespace switchyard::moe
 
@@ -161,6 +167,38 @@ struct FuseExpertChoice : OpRewritePattern<ExpertChoiceCombineOp> {
   }
 };
 
+/// soft_combine(L, experts(soft_dispatch(x, L))).
+struct FuseSoftExperts : OpRewritePattern<SoftCombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(SoftCombineOp combine,
+                                PatternRewriter &rewriter) const override {
+    auto chain = matchExpertsChain<SoftDispatchOp>(rewriter, combine,
+                                                   combine.getSlotOutputs());
+    if (failed(chain))
+      return failure();
+    auto [experts, dispatch] = *chain;
+    if (dispatch.getLogits() != combine.getLogits())
+      return rewriter.notifyMatchFailure(
+          combine, "dispatch and combine use different logits");
+    rewriter.replaceOpWithNewOp<SoftExpertsOp>(
+        combine, combine.getY().getType(), dispatch.getX(), combine.getLogits(),
+        experts.getW1(), experts.getWg(), experts.getW2(), experts.getB1(),
+        experts.getB2(), experts.getActivation(),
+        dispatch.getSlotsPerExpert());
+    return success();
+  }
+};
+
+struct FuseSoftPass : switchyard::moe::impl::MoEFuseSoftBase<FuseSoftPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateMoEFuseSoftPatterns(patterns);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      return signalPassFailure();
+  }
+};
+
 struct FuseExpertsPass
     : switchyard::moe::impl::MoEFuseExpertsBase<FuseExpertsPass> {
   void runOnOperation() override {
@@ -177,4 +215,8 @@ void switchyard::moe::populateMoEFuseExpertsPatterns(
     RewritePatternSet &patterns) {
   patterns.add<FuseCapacityExperts, FuseGroupedExperts, FuseExpertChoice>(
       patterns.getContext());
+}
+
+void switchyard::moe::populateMoEFuseSoftPatterns(RewritePatternSet &patterns) {
+  patterns.add<FuseSoftExperts>(patterns.getContext());
 }

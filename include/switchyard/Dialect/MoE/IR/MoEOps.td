@@ -719,6 +719,46 @@ def MoE_SoftCombineOp : MoE_Op<"soft_combine", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MoE_SoftExpertsOp : MoE_Op<"soft_experts", [Pure, AttrSizedOperandSegments]> {
+  let summary = "Soft MoE dispatch, expert MLPs and combine as one computation";
+  let description = [{
+    The fused form of `moe.soft_dispatch` + `moe.experts` +
+    `moe.soft_combine` over the same logits `L : [NG, m, S]`, as
+    `moe-fuse-soft` forms it (SEMANTICS.md 5.3-5.7, `S = n * p`):
+    slot inputs `Xs[g, s] = sum_i softmax_i(L[g, :, s])[i] x[g, i]`, rounded
+    to the dtype of `x`; `Ys[g, s] = f_{s / p}(Xs[g, s])`;
+    `y[g, i] = sum_s softmax_s(L[g, i, :])[s] Ys[g, s]`.
+
+    The CPU lowering takes the softmax over tokens online, one tile of
+    tokens at a time (a running maximum and sum per slot, the slot
+    accumulators rescaled when the maximum grows), and the softmax over
+    slots one tile of tokens at a time: neither weight matrix
+    `[NG, m, S]` is materialized beyond a tile. Each expert's slots are
+    read from the slot inputs as its row block is packed, and the combine
+    reads the expert outputs where the MLPs wrote them.
+
+    ```mlir
+    %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2)
+        {activation = #moe.activation<gelu>, slots_per_expert = 1 : i64}
+        : (tensor<?x196x768xf32>, tensor<?x196x128xf32>,
+           tensor<128x768x3072xf32>, tensor<128x3072x768xf32>)
+        -> tensor<?x196x768xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Tensor3:$x, MoE_F32Tensor3:$logits,
+      MoE_Tensor3:$w1, Optional<MoE_Tensor3>:$wg, MoE_Tensor3:$w2,
+      Optional<MoE_Tensor2>:$b1, Optional<MoE_Tensor2>:$b2,
+      MoE_ActivationAttr:$activation,
+      DefaultValuedAttr<I64Attr, "1">:$slots_per_expert);
+  let results = (outs MoE_Tensor3:$y);
+  let assemblyFormat = [{
+    $x `,` $logits
+    `weights` `(` `w1` $w1 (`wg` $wg^)? `w2` $w2 (`b1` $b1^)? (`b2` $b2^)? `)`
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Routing level: losses and statistics
 //===----------------------------------------------------------------------===//

@@ -69,4 +69,31 @@ def MoEFuseExperts : Pass<"moe-fuse-experts"> {
   ];
 }
 
+def MoEFuseSoft : Pass<"moe-fuse-soft"> {
+  let summary = "Fuse Soft MoE's dispatch, experts and combine into "
+                "moe.soft_experts";
+  let description = [{
+    Rewrites `moe.soft_combine(L, moe.experts(moe.soft_dispatch(x, L)))`
+    (through the reshapes between them) into one `moe.soft_experts`, when
+    the expert outputs feed only the combine and both softmaxes read the
+    same logits.
+
+    What it saves: the CPU lowering takes the dispatch softmax over tokens
+    online, a tile of tokens at a time, and the combine softmax over slots a
+    tile of tokens at a time, so neither `[NG, m, S]` weight matrix is ever
+    materialized beyond a tile (the unfused lowering materializes both). The
+    slot inputs are read into each expert's packed row block straight from
+    the `[NG, S, D]` mix, and the combine reads the expert outputs where the
+    MLPs wrote them: the two `[n, NG, p, D]` transposes of the unfused
+    lowering are gone. Soft MoE B/16 is bound by reading its expert weights,
+    which neither form changes; `bench/RESULTS.md` has both columns. The
+    result differs from the unfused form by rounding only: the slot mix is
+    divided by the softmax sum after the product instead of before it.
+  }];
+  let dependentDialects = [
+    "::switchyard::moe::MoEDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // SWITCHYARD_DIALECT_MOE_TRANSFORMS_PASSES_TD
