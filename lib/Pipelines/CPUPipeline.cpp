@@ -57,6 +57,11 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   pm.nest<func::FuncOp>().addPass(createSwitchyardTileMatmuls());
   // Norms, epilogues, the combine and residuals by SIMD row segments.
   pm.nest<func::FuncOp>().addPass(createSwitchyardVectorizeElementwise());
+  // Tiling leaves loops that carry a tensor and a slice of it unchanged
+  // through their iterations; bufferized as they are, every register tile
+  // would copy its accumulator into a fresh buffer and back. Folding those
+  // iteration arguments away lets the tiles update the result in place.
+  pm.nest<func::FuncOp>().addPass(createCanonicalizerPass());
 
   // Tensors -> buffers -> loops. Function boundaries get identity layouts so
   // the C interface sees plain strided descriptors.
