@@ -95,18 +95,26 @@ def model_of(config, batch=None, experts=None, dense=False):
                     name=config["name"], blocks=[block])
 
 
-def time_switchyard(compiled, config, batch, runs, seq_len=None):
+def time_interleaved(models, config, batch, runs):
+    """Times each compiled model once per round, the models in turn, so that
+    drift in the machine's speed (clock, other tenants of the VM) falls on
+    all of them alike. Returns each model's times and useful FLOPs."""
     x = np.random.default_rng(1).standard_normal(
-        (batch, seq_len or config["seq_len"], config["d_model"]), dtype=np.float32)
+        (batch, config["seq_len"], config["d_model"]), dtype=np.float32)
     if config["dtype"] == "bf16":
         x = x.astype(ml_dtypes.bfloat16)
-    result = compiled(x, seed=0)  # warm-up; binds the weights
-    times = []
+    flops = [model(x, seed=0).useful_flops for model in models]  # warm-up; binds the weights
+    times = [[] for _ in models]
     for _ in range(runs):
-        start = time.perf_counter()
-        compiled(x, seed=0)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times, result.useful_flops
+        for model, model_times in zip(models, times):
+            start = time.perf_counter()
+            model(x, seed=0)
+            model_times.append((time.perf_counter() - start) * 1e3)
+    return list(zip(times, flops))
+
+
+def time_switchyard(compiled, config, batch, runs):
+    return time_interleaved([compiled], config, batch, runs)[0]
 
 
 def time_torch(config, batch, runs, experts=None):
@@ -158,7 +166,8 @@ def main():
     print(f"# ceilings measured now: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
           f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
     print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
-          "fused = the default pipeline, fusion off = compile(fusion=False); "
+          "fused = the default pipeline, fusion off = compile(fusion=False), the two run "
+          "in turn; "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES')}")
     print()
     header = ("| config | B | useful GFLOP | fused ms | fusion off ms | PyTorch eager ms "
@@ -171,9 +180,9 @@ def main():
         if only and config["name"] not in only:
             continue
         compiled = sy.compile(model_of(config))
-        sy_times, flops = time_switchyard(compiled, config, config["batch"], args.runs)
-        off_times, _ = time_switchyard(sy.compile(model_of(config), fusion=False), config,
-                                       config["batch"], args.runs)
+        (sy_times, flops), (off_times, _) = time_interleaved(
+            [compiled, sy.compile(model_of(config), fusion=False)], config, config["batch"],
+            args.runs)
         torch_times = time_torch(config, config["batch"], args.runs)
         med = statistics.median(sy_times)
         speedup = (f"{statistics.median(torch_times) / med:.2f}x" if torch_times else "n/a")
@@ -188,20 +197,23 @@ def main():
               f"{statistics.median(off_times) / med:.2f}x | {rate:.1f} | {ceiling} |",
               flush=True)
         if config["layer"] == "moe" and config["top_k"] == 1:
-            glue.append((config, med))
+            glue.append(config)
 
     if glue:
         print("\n# routing glue: the block minus a dense FFN over the same tokens\n")
         print("| config | block ms | dense FFN ms | glue ms | glue share |")
         print("|---|---|---|---|---|")
-    for config, med in glue:
+    for config in glue:
         # Top-1 keeps almost every token: the FFN over all B * S tokens does
-        # the kept rows' products (a slight overestimate of them).
-        dense = sy.compile(model_of(config, dense=True))
-        ffn_times, _ = time_switchyard(dense, config, config["batch"], args.runs)
-        ffn = statistics.median(ffn_times)
-        print(f"| {config['name']} | {med:.1f} | {fmt(ffn_times)} | {med - ffn:.1f} | "
-              f"{(med - ffn) / med:.0%} |", flush=True)
+        # the kept rows' products (a slight overestimate of them). The block
+        # and the FFN run in turn, so the difference is not the drift
+        # between two measurements minutes apart.
+        (block_times, _), (ffn_times, _) = time_interleaved(
+            [sy.compile(model_of(config)), sy.compile(model_of(config, dense=True))],
+            config, config["batch"], args.runs)
+        med, ffn = statistics.median(block_times), statistics.median(ffn_times)
+        print(f"| {config['name']} | {fmt(block_times)} | {fmt(ffn_times)} | "
+              f"{med - ffn:.1f} | {(med - ffn) / med:.0%} |", flush=True)
 
     if args.no_scaling:
         return
