@@ -59,7 +59,7 @@ test: check-lit check-python
 # from Debian (python3-torch), with OpenBLAS as the system BLAS.
 bench: python
 	@scripts/install-deps.sh --bench
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py --runs 9
 
 # Refresh the generated docs in docs/ after an ODS or Passes.td change.
 docs: configure

@@ -5,7 +5,8 @@ CPU pipeline, through the switchyard package), Switchyard with fusion off
 (`compile(..., fusion=False)`, as `moec --no-fusion`), and PyTorch eager
 written from SEMANTICS.md (bench/moe_torch.py under Debian's python3-torch,
 in a subprocess), and measures the machine's ceilings in the same run: sgemm
-GFLOP/s (numpy/OpenBLAS, 2048^3) for compute-bound layers, copy bandwidth
+GFLOP/s (numpy/OpenBLAS, 2048^3) and the FMA peak (bench/kernels/fma_peak.c,
+2 threads) for compute-bound layers, copy bandwidth
 (one numpy copy, read + write bytes) for the weight-bound Soft MoE layer.
 Prints one table of medians and spreads (min-max), the routing glue of the
 token-choice blocks, and the scaling tables.
@@ -24,6 +25,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import ml_dtypes
@@ -68,7 +70,21 @@ def sgemm_gflops(runs):
         start = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - start)
-    return 2 * 2048 ** 3 / statistics.median(times) / 1e9
+    return 2 * 2048 ** 3 / min(times) / 1e9
+
+
+def fma_peak_gflops():
+    """The FMA peak with 2 threads (bench/kernels/fma_peak.c), built with the
+    project's clang; None when it cannot be built here."""
+    exe = pathlib.Path(tempfile.mkdtemp()) / "fma_peak"
+    build = subprocess.run([os.environ.get("CC", "clang-22"), "-O3", "-march=native",
+                            "-fopenmp", str(HERE / "kernels" / "fma_peak.c"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode:
+        print(f"# fma_peak.c did not build: {build.stderr.strip()}", file=sys.stderr)
+        return None
+    return float(subprocess.run([str(exe), "2"], capture_output=True, text=True,
+                                check=True).stdout)
 
 
 def copy_gbps(runs):
@@ -80,7 +96,7 @@ def copy_gbps(runs):
         start = time.perf_counter()
         np.copyto(dst, src)
         times.append(time.perf_counter() - start)
-    return 2 * src.nbytes / statistics.median(times) / 1e9
+    return 2 * src.nbytes / min(times) / 1e9
 
 
 def model_of(config, batch=None, experts=None, dense=False):
@@ -160,11 +176,16 @@ def main():
     args = parser.parse_args()
 
     gemm = sgemm_gflops(args.runs)
+    peak = fma_peak_gflops()
     bandwidth = copy_gbps(args.runs)
     print(f"# Switchyard CPU benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
           f"{os.cpu_count()} CPUs")
+    peak_text = f"{peak:.0f} GFLOP/s" if peak else "n/a"
     print(f"# ceilings measured now: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
+          f"FMA peak {peak_text} (bench/kernels/fma_peak.c, 2 threads), "
           f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
+    print("# ceilings are the best of their runs (the VM's other tenants only ever slow a "
+          "run down)")
     print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
           "fused = the default pipeline, fusion off = compile(fusion=False), the two run "
           "in turn; "
@@ -189,6 +210,8 @@ def main():
         rate = flops / (med * 1e6)
         if config["bound"] == "compute":
             ceiling = f"{rate / gemm:.0%} of sgemm"
+            if peak:
+                ceiling += f", {rate / peak:.0%} of FMA peak"
         else:
             stream_ms = weight_bytes(compiled) / (bandwidth * 1e9) * 1e3
             ceiling = f"{med / stream_ms:.2f}x weight stream ({stream_ms:.0f} ms)"
