@@ -34,6 +34,7 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   if (stage == CPUStage::Routing)
     return;
   if (options.fusion) {
+    funcPm.addPass(moe::createMoEFuseRouter());
     funcPm.addPass(moe::createMoEFuseExperts());
     funcPm.addPass(moe::createMoEFuseSoft());
   }

@@ -195,22 +195,36 @@ blocks:
     priority: batch
     activation: swiglu
     bias: true
+  - layer: moe
+    experts: 4
+    d_ff: 32
+    capacity_factor: 1.0
+    group: batch
+    reroute_dropped: true
+    router_bias: true
+    activation: relu
 """
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
 def test_fused_experts_match_unfused_and_reference(dtype, tmp_path):
-    """moe-fuse-experts changes which rows are computed, not their values:
-    the fused executable's output is bit for bit the unfused one's, and (in
-    f32, where the routing is compared exactly) matches the reference."""
+    """moe-fuse-router and moe-fuse-experts change where and in which pass
+    values are computed, not the values: the fused executable's output is
+    bit for bit the unfused one's, and (in f32, where the routing is
+    compared exactly) matches the reference. The last block's group is the
+    whole batch, so its capacity depends on the batch size."""
     source = tmp_path / "routed.yaml"
     source.write_text(ROUTED.format(dtype=dtype))
     fused, unfused = tmp_path / "fused", tmp_path / "unfused"
     moec(source, "-o", fused)
     moec(source, "-o", unfused, "--no-fusion")
-    assert "moe.routed_experts" in moec(source, "--emit=mlir", "--stage=fused").stdout
-    assert "moe.routed_experts" not in moec(source, "--emit=mlir", "--stage=fused",
-                                            "--no-fusion").stdout
+    fused_ir = moec(source, "--emit=mlir", "--stage=fused").stdout
+    assert fused_ir.count("moe.routed_experts") == 4
+    assert fused_ir.count("moe.token_choice_router") == 4
+    assert "moe.token_choice_route " not in fused_ir
+    unfused_ir = moec(source, "--emit=mlir", "--stage=fused", "--no-fusion").stdout
+    assert "moe.routed_experts" not in unfused_ir
+    assert "moe.token_choice_router" not in unfused_ir
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 600, 32)).astype(np.float32)
     weights = tmp_path / "w.safetensors"

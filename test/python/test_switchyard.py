@@ -79,13 +79,14 @@ def test_stage_ir_and_passes():
     assert sy.compile(model, stage="layer").passes == []
     assert sy.compile(model, stage="routing").passes == ["moe-decompose", "canonicalize"]
     assert sy.compile(model, stage="fused").passes == ["moe-decompose", "canonicalize",
-                                                       "moe-fuse-experts", "moe-fuse-soft"]
+                                                       "moe-fuse-router", "moe-fuse-experts",
+                                                       "moe-fuse-soft"]
     unfused = sy.compile(model, stage="fused", fusion=False)
     assert unfused.passes == ["moe-decompose", "canonicalize"]
     assert "moe.dispatch" in unfused.ir and "moe.routed_experts" not in unfused.ir
     full = sy.compile(model, stage="llvm").passes
-    assert full[:5] == ["moe-decompose", "canonicalize", "moe-fuse-experts",
-                        "moe-fuse-soft", "convert-moe-to-linalg"]
+    assert full[:6] == ["moe-decompose", "canonicalize", "moe-fuse-router",
+                        "moe-fuse-experts", "moe-fuse-soft", "convert-moe-to-linalg"]
     assert full[-1] == "reconcile-unrealized-casts"
 
 

@@ -17,6 +17,63 @@ using namespace mlir;
 using namespace switchyard;
 using namespace switchyard::lowering;
 
+Value switchyard::lowering::routerLogits(OpBuilder &b, Location loc, Value x,
+                                         Value w, Value bias) {
+  // z[g, t, e] = sum_d f32(x[g, t, d]) * Wr[d, e] (+ br[e]). Jitter is
+  // training-only and not applied (SEMANTICS.md section 2).
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, x, 0),
+                                     tensor::getMixedSize(b, loc, x, 1),
+                                     tensor::getMixedSize(b, loc, w, 1)};
+  Value acc = zeroTensor(b, loc, sizes, f32);
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  // Iteration space (g, t, e, d).
+  AffineMap xMap = AffineMap::get(4, 0, {d(0), d(1), d(3)}, ctx);
+  AffineMap wMap = AffineMap::get(4, 0, {d(3), d(2)}, ctx);
+  AffineMap zMap = AffineMap::get(4, 0, {d(0), d(1), d(2)}, ctx);
+  Value z = buildGeneric(
+      b, loc, ValueRange{x, w}, acc, {xMap, wMap, zMap},
+      {utils::IteratorType::parallel, utils::IteratorType::parallel,
+       utils::IteratorType::parallel, utils::IteratorType::reduction},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value xv = convertScalar(nb, nloc, args[0], f32);
+        Value prod = arith::MulFOp::create(nb, nloc, xv, args[1]);
+        linalg::YieldOp::create(
+            nb, nloc,
+            ValueRange{arith::AddFOp::create(nb, nloc, prod, args[2])});
+      });
+  if (bias) {
+    AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
+    AffineMap biasMap = AffineMap::get(3, 0, {d(2)}, ctx);
+    z = buildGeneric(
+        b, loc, ValueRange{bias}, z, {biasMap, id}, parallelIterators(3),
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          linalg::YieldOp::create(
+              nb, nloc,
+              ValueRange{arith::AddFOp::create(nb, nloc, args[0], args[1])});
+        });
+  }
+  return z;
+}
+
+Value switchyard::lowering::routerProbs(OpBuilder &b, Location loc, Value z) {
+  MLIRContext *ctx = b.getContext();
+  auto [max, sum] = softmaxStats(b, loc, z, /*reducedDim=*/2);
+  AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
+  AffineMap row = AffineMap::get(
+      3, 0, {getAffineDimExpr(0, ctx), getAffineDimExpr(1, ctx)}, ctx);
+  Value init =
+      tensor::EmptyOp::create(b, loc, sizesOf(b, loc, z), b.getF32Type());
+  Value p = buildGeneric(
+      b, loc, ValueRange{z, max, sum}, init, {id, row, row, id},
+      parallelIterators(3), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        linalg::YieldOp::create(
+            nb, nloc, softmaxWeight(nb, nloc, args[0], args[1], args[2]));
+      });
+  return p;
+}
+
 namespace {
 
 using utils::IteratorType;
@@ -26,47 +83,10 @@ constexpr IteratorType kRed = IteratorType::reduction;
 struct RouterLogitsLowering : OpConversionPattern<moe::RouterLogitsOp> {
   using OpConversionPattern::OpConversionPattern;
 
-  LogicalResult
-  matchAndRewrite(moe::RouterLogitsOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &b) const override {
-    // z[g, t, e] = sum_d f32(x[g, t, d]) * Wr[d, e] (+ br[e]). Jitter is
-    // training-only and not applied (SEMANTICS.md section 2).
-    Location loc = op.getLoc();
-    MLIRContext *ctx = getContext();
-    Type f32 = b.getF32Type();
-    Value x = adaptor.getX(), w = adaptor.getWeight();
-    SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, x, 0),
-                                       tensor::getMixedSize(b, loc, x, 1),
-                                       tensor::getMixedSize(b, loc, w, 1)};
-    Value acc = zeroTensor(b, loc, sizes, f32);
-    auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
-    // Iteration space (g, t, e, d).
-    AffineMap xMap = AffineMap::get(4, 0, {d(0), d(1), d(3)}, ctx);
-    AffineMap wMap = AffineMap::get(4, 0, {d(3), d(2)}, ctx);
-    AffineMap zMap = AffineMap::get(4, 0, {d(0), d(1), d(2)}, ctx);
-    Value z = buildGeneric(
-        b, loc, ValueRange{x, w}, acc, {xMap, wMap, zMap},
-        {kPar, kPar, kPar, kRed},
-        [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          Value xv = convertScalar(nb, nloc, args[0], f32);
-          Value prod = arith::MulFOp::create(nb, nloc, xv, args[1]);
-          linalg::YieldOp::create(
-              nb, nloc,
-              ValueRange{arith::AddFOp::create(nb, nloc, prod, args[2])});
-        });
-    if (Value bias = adaptor.getBias()) {
-      AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
-      AffineMap biasMap = AffineMap::get(3, 0, {d(2)}, ctx);
-      z = buildGeneric(b, loc, ValueRange{bias}, z, {biasMap, id},
-                       parallelIterators(3),
-                       [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                         linalg::YieldOp::create(
-                             nb, nloc,
-                             ValueRange{arith::AddFOp::create(nb, nloc, args[0],
-                                                              args[1])});
-                       });
-    }
-    b.replaceOp(op, z);
+  LogicalResult matchAndRewrite(moe::RouterLogitsOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &b) const override {
+    b.replaceOp(op, routerLogits(b, op.getLoc(), adaptor.getX(),
+                                 adaptor.getWeight(), adaptor.getBias()));
     return success();
   }
 };
@@ -74,26 +94,9 @@ struct RouterLogitsLowering : OpConversionPattern<moe::RouterLogitsOp> {
 struct RouterProbsLowering : OpConversionPattern<moe::RouterProbsOp> {
   using OpConversionPattern::OpConversionPattern;
 
-  LogicalResult
-  matchAndRewrite(moe::RouterProbsOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    MLIRContext *ctx = getContext();
-    Value z = adaptor.getLogits();
-    auto [max, sum] = softmaxStats(b, loc, z, /*reducedDim=*/2);
-    AffineMap id = AffineMap::getMultiDimIdentityMap(3, ctx);
-    AffineMap row = AffineMap::get(
-        3, 0, {getAffineDimExpr(0, ctx), getAffineDimExpr(1, ctx)}, ctx);
-    Value init = tensor::EmptyOp::create(b, loc, sizesOf(b, loc, z),
-                                         b.getF32Type());
-    Value p = buildGeneric(
-        b, loc, ValueRange{z, max, sum}, init, {id, row, row, id},
-        parallelIterators(3),
-        [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          linalg::YieldOp::create(
-              nb, nloc, softmaxWeight(nb, nloc, args[0], args[1], args[2]));
-        });
-    b.replaceOp(op, p);
+  LogicalResult matchAndRewrite(moe::RouterProbsOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &b) const override {
+    b.replaceOp(op, routerProbs(b, op.getLoc(), adaptor.getLogits()));
     return success();
   }
 };

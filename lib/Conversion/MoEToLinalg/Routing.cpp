@@ -151,47 +151,38 @@ Value addIndex(OpBuilder &b, Location loc, Value a, int64_t c) {
   return arith::AddIOp::create(b, loc, a, indexConst(b, loc, c));
 }
 
-struct TokenChoiceRouteLowering
-    : OpConversionPattern<moe::TokenChoiceRouteOp> {
-  using OpConversionPattern::OpConversionPattern;
+/// What moe.token_choice_route and moe.token_choice_router decide.
+struct TokenChoiceOptions {
+  int64_t topK;
+  bool normalizeGates, batchPriority, rerouteDropped;
+};
 
-  LogicalResult
-  matchAndRewrite(moe::TokenChoiceRouteOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Type f32 = b.getF32Type(), i64 = b.getI64Type(), i1 = b.getI1Type();
-    Type indexType = b.getIndexType();
-    Value probs = adaptor.getProbs(), capacity = adaptor.getCapacity();
-    int64_t topK = op.getTopK();
-    bool batchPriority = op.getPriority() == moe::Priority::batch;
-    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
-    Value numGroups = dimOf(b, loc, probs, 0);
-    Value groupSize = dimOf(b, loc, probs, 1);
-    Value numExperts = dimOf(b, loc, probs, 2);
-    Value k = indexConst(b, loc, topK);
-    Value minusOne = i64Const(b, loc, -1);
-    Value nan = floatConst(b, loc, f32, NAN);
+/// The options of moe.token_choice_route or moe.token_choice_router.
+template <typename OpTy>
+TokenChoiceOptions tokenChoiceOptions(OpTy op) {
+  return {static_cast<int64_t>(op.getTopK()), op.getNormalizeGates(),
+          op.getPriority() == moe::Priority::batch, op.getRerouteDropped()};
+}
 
-    SmallVector<OpFoldResult> routingSizes = {
-        tensor::getMixedSize(b, loc, probs, 0),
-        tensor::getMixedSize(b, loc, probs, 1), b.getIndexAttr(topK)};
-    SmallVector<Value> inits = {
-        tensor::EmptyOp::create(b, loc, routingSizes, i64),
-        tensor::EmptyOp::create(b, loc, routingSizes, f32),
-        tensor::EmptyOp::create(b, loc, routingSizes, i64),
-        tensor::EmptyOp::create(b, loc, routingSizes, i1)};
-
-    SmallVector<Value> results = buildLoop(
-        b, loc, c0, numGroups, inits,
-        [&](OpBuilder &b, Location loc, Value g, ValueRange args) {
-          Value experts = args[0], gates = args[1], positions = args[2],
-                kept = args[3];
-          // 1. Choices and gates (SEMANTICS.md 3.1); the rank-1
-          //    probability of each token is the batch-priority key.
-          Value keys = tensor::EmptyOp::create(
-              b, loc, ArrayRef<OpFoldResult>{groupSize}, b.getI32Type());
-          SmallVector<Value> chosen = buildLoop(
-              b, loc, c0, groupSize, ValueRange{experts, gates, keys},
+/// Step 1 of token-choice routing (SEMANTICS.md 3.1) for tokens [0, count)
+/// of group g of `probs`: the top-k experts and gates into `experts` and
+/// `gates` at (g, t, j), and each token's rank-1 probability as its
+/// batch-priority key into `keys` at t. Returns the three updated tensors.
+SmallVector<Value> chooseExperts(OpBuilder &b, Location loc, Value probs,
+                                 Value g, Value count, Value experts,
+                                 Value gates, Value keys,
+                                 const TokenChoiceOptions &options) {
+  Type f32 = b.getF32Type(), i64 = b.getI64Type();
+  Type indexType = b.getIndexType();
+  Value c0 = indexConst(b, loc, 0);
+  Value numExperts = dimOf(b, loc, probs, 2);
+  Value k = indexConst(b, loc, options.topK);
+  Value minusOne = i64Const(b, loc, -1);
+  Value nan = floatConst(b, loc, f32, NAN);
+  SmallVector<Value>
+      chosen =
+          buildLoop(
+              b, loc, c0, count, ValueRange{experts, gates, keys},
               [&](OpBuilder &b, Location loc, Value t, ValueRange args) {
                 Value invalid =
                     tokenIsInvalid(b, loc, probs, g, t, numExperts);
@@ -214,7 +205,7 @@ struct TokenChoiceRouteLowering
                           insert(b, loc, gOut, acc[4], ValueRange{g, t, j})};
                     });
                 Value newGates = picked[4];
-                if (op.getNormalizeGates())
+                if (options.normalizeGates)
                   newGates = buildLoop(
                       b, loc, c0, k, newGates,
                       [&](OpBuilder &b, Location loc, Value j,
@@ -242,22 +233,39 @@ struct TokenChoiceRouteLowering
                     picked[3], newGates,
                     insert(b, loc, descendingKey(b, loc, rank1), args[2], t)};
               });
-          experts = chosen[0];
-          gates = chosen[1];
+  return chosen;
+}
 
-          // 2. Priority order (SEMANTICS.md 3.3).
-          Value order = batchPriority
-                            ? stableRadixSort(b, loc, chosen[2], groupSize)
-                            : Value();
-          auto tokenAt = [&](OpBuilder &b, Location loc, Value r) {
-            return order ? extract(b, loc, order, r) : r;
-          };
+/// Steps 2-4 of token-choice routing (SEMANTICS.md 3.3-3.5) for group g:
+/// priority order (from the batch-priority `keys` of its tokens), capacity
+/// positions and the kept mask, and rerouting. Returns the updated experts,
+/// gates, positions and kept.
+SmallVector<Value> placeAssignments(OpBuilder &b, Location loc, Value probs,
+                                    Value capacity, Value g, Value experts,
+                                    Value gates, Value positions, Value kept,
+                                    Value keys,
+                                    const TokenChoiceOptions &options) {
+  Type i1 = b.getI1Type(), i64 = b.getI64Type();
+  Type indexType = b.getIndexType();
+  Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+  Value groupSize = dimOf(b, loc, probs, 1);
+  Value numExperts = dimOf(b, loc, probs, 2);
+  Value k = indexConst(b, loc, options.topK);
+  Value minusOne = i64Const(b, loc, -1);
+  // 2. Priority order (SEMANTICS.md 3.3).
+  Value order = options.batchPriority ? stableRadixSort(b, loc, keys, groupSize)
+                                      : Value();
+  auto tokenAt = [&](OpBuilder &b, Location loc, Value r) {
+    return order ? extract(b, loc, order, r) : r;
+  };
 
-          // 3. Positions: assignments to the same expert earlier in
-          //    priority order, rank by rank (SEMANTICS.md 3.4).
-          Value counts = zeroTensor(b, loc, {tensor::getMixedSize(b, loc, probs, 2)},
-                                    indexType);
-          SmallVector<Value> placed = buildLoop(
+  // 3. Positions: assignments to the same expert earlier in
+  //    priority order, rank by rank (SEMANTICS.md 3.4).
+  Value counts =
+      zeroTensor(b, loc, {tensor::getMixedSize(b, loc, probs, 2)}, indexType);
+  SmallVector<Value>
+      placed =
+          buildLoop(
               b, loc, c0, k, ValueRange{positions, kept, counts},
               [&](OpBuilder &b, Location loc, Value j, ValueRange acc) {
                 return buildLoop(
@@ -287,21 +295,23 @@ struct TokenChoiceRouteLowering
                           insert(b, loc, count, acc[2], eIdx)};
                     });
               });
-          positions = placed[0];
-          kept = placed[1];
-          if (!op.getRerouteDropped())
-            return SmallVector<Value>{experts, gates, positions, kept};
+  positions = placed[0];
+  kept = placed[1];
+  if (!options.rerouteDropped)
+    return SmallVector<Value>{experts, gates, positions, kept};
 
-          // 4. Reroute dropped tokens, in priority order, to their next most
-          //    probable expert with a free row (SEMANTICS.md 3.5, top-1).
-          Value used = buildLoop(
-              b, loc, c0, numExperts, placed[2],
-              [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
-                Value filled = arith::MinSIOp::create(
-                    b, loc, extract(b, loc, acc[0], e), capacity);
-                return SmallVector<Value>{insert(b, loc, filled, acc[0], e)};
-              })[0];
-          SmallVector<Value> rerouted = buildLoop(
+  // 4. Reroute dropped tokens, in priority order, to their next most
+  //    probable expert with a free row (SEMANTICS.md 3.5, top-1).
+  Value used =
+      buildLoop(b, loc, c0, numExperts, placed[2],
+                [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
+                  Value filled = arith::MinSIOp::create(
+                      b, loc, extract(b, loc, acc[0], e), capacity);
+                  return SmallVector<Value>{insert(b, loc, filled, acc[0], e)};
+                })[0];
+  SmallVector<Value>
+      rerouted =
+          buildLoop(
               b, loc, c0, groupSize,
               ValueRange{experts, gates, positions, kept, used},
               [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
@@ -371,10 +381,146 @@ struct TokenChoiceRouteLowering
                       return SmallVector<Value>(acc.begin(), acc.end());
                     });
               });
-          return SmallVector<Value>{rerouted[0], rerouted[1], rerouted[2],
-                                    rerouted[3]};
+  return SmallVector<Value>{rerouted[0], rerouted[1], rerouted[2], rerouted[3]};
+}
+
+/// The [NG, G, k] experts, gates, positions and kept of token-choice
+/// routing, uninitialized.
+SmallVector<Value> routingResults(OpBuilder &b, Location loc, Value probs,
+                                  int64_t topK) {
+  SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, probs, 0),
+                                     tensor::getMixedSize(b, loc, probs, 1),
+                                     b.getIndexAttr(topK)};
+  return {tensor::EmptyOp::create(b, loc, sizes, b.getI64Type()),
+          tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+          tensor::EmptyOp::create(b, loc, sizes, b.getI64Type()),
+          tensor::EmptyOp::create(b, loc, sizes, b.getI1Type())};
+}
+
+struct TokenChoiceRouteLowering : OpConversionPattern<moe::TokenChoiceRouteOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult matchAndRewrite(moe::TokenChoiceRouteOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value probs = adaptor.getProbs(), capacity = adaptor.getCapacity();
+    TokenChoiceOptions options = tokenChoiceOptions(op);
+    Value c0 = indexConst(b, loc, 0);
+    Value groupSize = dimOf(b, loc, probs, 1);
+    SmallVector<Value> results = buildLoop(
+        b, loc, c0, dimOf(b, loc, probs, 0),
+        routingResults(b, loc, probs, options.topK),
+        [&](OpBuilder &b, Location loc, Value g, ValueRange args) {
+          Value keys = tensor::EmptyOp::create(
+              b, loc, ArrayRef<OpFoldResult>{groupSize}, b.getI32Type());
+          SmallVector<Value> chosen = chooseExperts(
+              b, loc, probs, g, groupSize, args[0], args[1], keys, options);
+          return placeAssignments(b, loc, probs, capacity, g, chosen[0],
+                                  chosen[1], args[2], args[3], chosen[2],
+                                  options);
         });
     b.replaceOp(op, results);
+    return success();
+  }
+};
+
+/// Tokens per parallel task of moe.token_choice_router's first pass.
+constexpr int64_t kRouterTokens = 64;
+
+struct TokenChoiceRouterLowering
+    : OpConversionPattern<moe::TokenChoiceRouterOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult matchAndRewrite(moe::TokenChoiceRouterOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &b) const override {
+    // 1. One parallel pass over tiles of kRouterTokens tokens: each tile's
+    //    logits, softmax and top-k choices, while the tile is in cache.
+    // 2. Per group, in sequence: priority order, capacity positions and
+    //    rerouting (placeAssignments, as moe.token_choice_route).
+    Location loc = op.getLoc();
+    Value x = adaptor.getX(), capacity = adaptor.getCapacity();
+    TokenChoiceOptions options = tokenChoiceOptions(op);
+    Type f32 = b.getF32Type(), i64 = b.getI64Type(), i32 = b.getI32Type();
+    OpFoldResult numGroups = tensor::getMixedSize(b, loc, x, 0);
+    OpFoldResult groupSizeOfr = tensor::getMixedSize(b, loc, x, 1);
+    Value groupSize = dimOf(b, loc, x, 1);
+    OpFoldResult numExperts =
+        tensor::getMixedSize(b, loc, adaptor.getWeight(), 1);
+    OpFoldResult k = b.getIndexAttr(options.topK);
+    Value tile = indexConst(b, loc, kRouterTokens);
+    SmallVector<Value> outs = {
+        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, numExperts},
+                                f32),
+        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, numExperts},
+                                f32),
+        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, k}, i64),
+        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, k}, f32),
+        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr}, i32)};
+    auto forall = scf::ForallOp::create(
+        b, loc,
+        ArrayRef<OpFoldResult>{
+            numGroups, getAsOpFoldResult(
+                           arith::CeilDivUIOp::create(b, loc, groupSize, tile)
+                               .getResult())},
+        outs, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(forall.getTerminator());
+      Value g = forall.getInductionVar(0);
+      Value start =
+          arith::MulIOp::create(b, loc, forall.getInductionVar(1), tile);
+      Value size = arith::MinUIOp::create(
+          b, loc, tile, arith::SubIOp::create(b, loc, groupSize, start));
+      OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
+      auto ones = [&](unsigned n) { return SmallVector<OpFoldResult>(n, one); };
+      Value xt = tensor::ExtractSliceOp::create(
+          b, loc, x, {g, start, zero},
+          {one, size, tensor::getMixedSize(b, loc, x, 2)}, ones(3));
+      Value logits =
+          routerLogits(b, loc, xt, adaptor.getWeight(), adaptor.getBias());
+      Value probs = routerProbs(b, loc, logits);
+      SmallVector<Value> chosen = chooseExperts(
+          b, loc, probs, indexConst(b, loc, 0), size,
+          tensor::EmptyOp::create(b, loc, {one, size, k}, i64),
+          tensor::EmptyOp::create(b, loc, {one, size, k}, f32),
+          tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{size}, i32),
+          options);
+      b.setInsertionPointToStart(forall.getTerminator().getBody());
+      ValueRange shared = forall.getRegionIterArgs();
+      SmallVector<OpFoldResult> at = {g, start, zero};
+      tensor::ParallelInsertSliceOp::create(b, loc, logits, shared[0], at,
+                                            {one, size, numExperts}, ones(3));
+      tensor::ParallelInsertSliceOp::create(b, loc, probs, shared[1], at,
+                                            {one, size, numExperts}, ones(3));
+      tensor::ParallelInsertSliceOp::create(b, loc, chosen[0], shared[2], at,
+                                            {one, size, k}, ones(3));
+      tensor::ParallelInsertSliceOp::create(b, loc, chosen[1], shared[3], at,
+                                            {one, size, k}, ones(3));
+      tensor::ParallelInsertSliceOp::create(b, loc, chosen[2], shared[4],
+                                            SmallVector<OpFoldResult>{g, start},
+                                            {one, size}, ones(2));
+    }
+    ValueRange first = forall.getResults();
+    Value probs = first[1];
+    SmallVector<Value> routing = routingResults(b, loc, probs, options.topK);
+    SmallVector<Value> results = buildLoop(
+        b, loc, indexConst(b, loc, 0), dimOf(b, loc, x, 0),
+        ValueRange{first[2], first[3], routing[2], routing[3]},
+        [&](OpBuilder &b, Location loc, Value g, ValueRange args) {
+          OpFoldResult one = b.getIndexAttr(1);
+          Value keys = tensor::ExtractSliceOp::create(
+              b, loc,
+              RankedTensorType::get(
+                  {cast<ShapedType>(x.getType()).getDimSize(1)}, i32),
+              first[4], SmallVector<OpFoldResult>{g, b.getIndexAttr(0)},
+              SmallVector<OpFoldResult>{one, groupSizeOfr},
+              SmallVector<OpFoldResult>{one, one});
+          return placeAssignments(b, loc, probs, capacity, g, args[0], args[1],
+                                  args[2], args[3], keys, options);
+        });
+    SmallVector<Value> replacements = {first[0], probs};
+    replacements.append(results.begin(), results.end());
+    b.replaceOp(op, replacements);
     return success();
   }
 };
@@ -661,7 +807,8 @@ struct ExpertChoiceStatsLowering
 } // namespace
 
 void switchyard::populateMoERoutingToSCFPatterns(RewritePatternSet &patterns) {
-  patterns.add<TokenChoiceRouteLowering, ExpertChoiceRouteLowering,
-               LoadBalancingLossLowering, RoutingStatsLowering,
-               ExpertChoiceStatsLowering>(patterns.getContext());
+  patterns.add<TokenChoiceRouteLowering, TokenChoiceRouterLowering,
+               ExpertChoiceRouteLowering, LoadBalancingLossLowering,
+               RoutingStatsLowering, ExpertChoiceStatsLowering>(
+      patterns.getContext());
 }

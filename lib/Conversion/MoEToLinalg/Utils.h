@@ -107,6 +107,14 @@ std::pair<mlir::Value, mlir::Value> softmaxStats(mlir::OpBuilder &b,
 mlir::Value softmaxWeight(mlir::OpBuilder &b, mlir::Location loc, mlir::Value l,
                           mlir::Value max, mlir::Value sum);
 
+/// Router logits `z = f32(x) . w (+ bias)` of x [NG, G, D]: [NG, G, E] f32
+/// (SEMANTICS.md section 2).
+mlir::Value routerLogits(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
+                         mlir::Value w, mlir::Value bias);
+
+/// The softmax of router logits [NG, G, E] over the experts.
+mlir::Value routerProbs(mlir::OpBuilder &b, mlir::Location loc, mlir::Value z);
+
 /// Weights of one MLP application: rank 3 ([E, ...], batched over experts)
 /// or rank 2 (one expert).
 struct MLPWeights {

@@ -286,3 +286,40 @@ func.func @soft_experts(%x: tensor<?x100x64xf32>, %l: tensor<?x100x4xf32>,
          tensor<4x32x64xf32>) -> tensor<?x100x64xf32>
   return %y : tensor<?x100x64xf32>
 }
+
+// -----
+
+// moe.token_choice_router: one parallel task per group and 64-token tile
+// (100 = 64 + 36) computes the tile's logits, softmax and top-k choices;
+// then a sequential pass per group places the choices (capacity positions).
+// With sequence priority the batch-priority keys are unused and folded away.
+
+// CHECK-LABEL: func.func @token_choice_router
+// CHECK-SAME:  (%[[X:[a-z0-9]+]]: tensor<2x100x16xf32>, %[[W:[a-z0-9]+]]: tensor<16x4xf32>, %[[C:[a-z0-9]+]]: index)
+// CHECK:       %[[FIRST:.+]]:4 = scf.forall (%[[G:.+]], %[[T:.+]]) in (2, 2) shared_outs(%[[Z:.+]] = %{{.+}}, %[[P:.+]] = %{{.+}}, %[[E:.+]] = %{{.+}}, %[[GATES:.+]] = %{{.+}})
+// CHECK:         %[[XT:.+]] = tensor.extract_slice %[[X]][%[[G]], %[[START:.+]], 0] [1, %[[SIZE:.+]], 16]
+// CHECK:         %[[ZT:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[XT]], %[[W]] : tensor<1x?x16xf32>, tensor<16x4xf32>)
+// CHECK:         %[[PT:.+]] = linalg.generic {{.+}} ins(%[[ZT]], {{.+}}) outs({{.+}} : tensor<1x?x4xf32>)
+// CHECK:           math.exp
+// CHECK:           arith.divf
+// CHECK:         %[[CHOSEN:.+]]:3 = scf.for %{{.+}} = %{{.+}} to %[[SIZE]] step
+// CHECK:         scf.forall.in_parallel
+// CHECK-NEXT:      tensor.parallel_insert_slice %[[ZT]] into %[[Z]][%[[G]], %[[START]], 0] [1, %[[SIZE]], 4]
+// CHECK-NEXT:      tensor.parallel_insert_slice %[[PT]] into %[[P]][%[[G]], %[[START]], 0] [1, %[[SIZE]], 4]
+// CHECK-NEXT:      tensor.parallel_insert_slice %[[CHOSEN]]#0 into %[[E]][%[[G]], %[[START]], 0] [1, %[[SIZE]], 2]
+// CHECK-NEXT:      tensor.parallel_insert_slice %[[CHOSEN]]#1 into %[[GATES]][%[[G]], %[[START]], 0] [1, %[[SIZE]], 2]
+// CHECK:       %[[PLACED:.+]]:2 = scf.for %[[GS:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args
+// CHECK:         tensor.extract %[[FIRST]]#2
+// CHECK:         arith.cmpi slt, %{{.+}}, %[[C]] : index
+// CHECK:       return %[[FIRST]]#0, %[[FIRST]]#1, %[[FIRST]]#2, %[[FIRST]]#3, %[[PLACED]]#0, %[[PLACED]]#1
+func.func @token_choice_router(%x: tensor<2x100x16xf32>, %w: tensor<16x4xf32>, %c: index)
+    -> (tensor<2x100x4xf32>, tensor<2x100x4xf32>, tensor<2x100x2xi64>, tensor<2x100x2xf32>,
+        tensor<2x100x2xi64>, tensor<2x100x2xi1>) {
+  %z, %p, %e, %g, %pos, %kept = moe.token_choice_router %x, %w capacity %c {top_k = 2 : i64}
+      : (tensor<2x100x16xf32>, tensor<16x4xf32>, index)
+      -> (tensor<2x100x4xf32>, tensor<2x100x4xf32>, tensor<2x100x2xi64>, tensor<2x100x2xf32>,
+          tensor<2x100x2xi64>, tensor<2x100x2xi1>)
+  return %z, %p, %e, %g, %pos, %kept
+      : tensor<2x100x4xf32>, tensor<2x100x4xf32>, tensor<2x100x2xi64>, tensor<2x100x2xf32>,
+        tensor<2x100x2xi64>, tensor<2x100x2xi1>
+}

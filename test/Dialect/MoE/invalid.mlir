@@ -666,3 +666,33 @@ func.func @soft_experts_slots_per_expert(%x: tensor<2x8x16xf32>, %l: tensor<2x8x
       : (tensor<2x8x16xf32>, tensor<2x8x6xf32>, tensor<6x16x32xf32>, tensor<6x32x16xf32>) -> tensor<2x8x16xf32>
   return
 }
+
+// -----
+
+func.func @token_choice_router_reroute(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>, %c: index) {
+  // expected-error @+1 {{reroute_dropped is defined for top_k = 1 only, but top_k = 2}}
+  %z, %p, %e, %g, %pos, %kept = moe.token_choice_router %x, %w capacity %c {top_k = 2 : i64, reroute_dropped}
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, index)
+      -> (tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8x2xi64>, tensor<2x8x2xf32>, tensor<2x8x2xi64>, tensor<2x8x2xi1>)
+  return
+}
+
+// -----
+
+func.func @token_choice_router_probs(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>, %c: index) {
+  // expected-error @+1 {{expected probs of shape [NG, G, E] = [2, 8, 4], but found [2, 8, 3]}}
+  %z, %p, %e, %g, %pos, %kept = moe.token_choice_router %x, %w capacity %c
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, index)
+      -> (tensor<2x8x4xf32>, tensor<2x8x3xf32>, tensor<2x8x1xi64>, tensor<2x8x1xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>)
+  return
+}
+
+// -----
+
+func.func @token_choice_router_experts(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>, %c: index) {
+  // expected-error @+1 {{expected experts of shape [NG, G, top_k] = [2, 8, 1], but found [2, 8, 2]}}
+  %z, %p, %e, %g, %pos, %kept = moe.token_choice_router %x, %w capacity %c
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, index)
+      -> (tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8x2xi64>, tensor<2x8x1xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>)
+  return
+}

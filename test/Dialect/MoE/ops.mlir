@@ -236,3 +236,20 @@ func.func @soft_experts(%x: tensor<?x8x16xbf16>, %l: tensor<?x8x8xf32>,
       -> tensor<?x8x16xbf16>
   return
 }
+
+// CHECK-LABEL: func.func @token_choice_router
+func.func @token_choice_router(%x: tensor<?x8x16xbf16>, %w: tensor<16x4xf32>, %b: tensor<4xf32>, %c: index) {
+  // CHECK: moe.token_choice_router %{{[a-zA-Z0-9_#]+}}, %{{[a-zA-Z0-9_#]+}} bias %{{[a-zA-Z0-9_#]+}} capacity %{{[a-zA-Z0-9_#]+}} {normalize_gates, priority = #moe.priority<batch>, top_k = 2 : i64}
+  %z, %p, %e, %g, %pos, %kept = moe.token_choice_router %x, %w bias %b capacity %c
+      {top_k = 2 : i64, normalize_gates, priority = #moe.priority<batch>}
+      : (tensor<?x8x16xbf16>, tensor<16x4xf32>, tensor<4xf32>, index)
+      -> (tensor<?x8x4xf32>, tensor<?x8x4xf32>, tensor<?x8x2xi64>, tensor<?x8x2xf32>,
+          tensor<?x8x2xi64>, tensor<?x8x2xi1>)
+  // CHECK: moe.token_choice_router %{{[a-zA-Z0-9_#]+}}, %{{[a-zA-Z0-9_#]+}} capacity %{{[a-zA-Z0-9_#]+}} {reroute_dropped}
+  %z1, %p1, %e1, %g1, %pos1, %kept1 = moe.token_choice_router %x, %w capacity %c {reroute_dropped}
+      : (tensor<?x8x16xbf16>, tensor<16x4xf32>, index)
+      -> (tensor<?x8x4xf32>, tensor<?x8x4xf32>, tensor<?x8x1xi64>, tensor<?x8x1xf32>,
+          tensor<?x8x1xi64>, tensor<?x8x1xi1>)
+  return
+}
+

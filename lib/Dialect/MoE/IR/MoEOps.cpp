@@ -388,15 +388,24 @@ static LogicalResult verifyCapacityDim(Operation *op, Value capacity,
          << staticCapacity;
 }
 
+/// top_k fits the experts, and rerouting is asked for with top-1 only.
+static LogicalResult verifyTokenChoice(Operation *op, int64_t topK,
+                                       bool rerouteDropped,
+                                       int64_t numExperts) {
+  if (failed(verifyTopK(op, topK, numExperts)))
+    return failure();
+  if (rerouteDropped && topK != 1)
+    return op->emitOpError("reroute_dropped is defined for top_k = 1 only, "
+                           "but top_k = ")
+           << topK;
+  return success();
+}
+
 LogicalResult TokenChoiceRouteOp::verify() {
   Operation *op = getOperation();
-  int64_t e = dimOf(getProbs(), 2);
-  if (failed(verifyTopK(op, getTopK(), e)))
+  if (failed(verifyTokenChoice(op, getTopK(), getRerouteDropped(),
+                               dimOf(getProbs(), 2))))
     return failure();
-  if (getRerouteDropped() && getTopK() != 1)
-    return emitOpError("reroute_dropped is defined for top_k = 1 only, but "
-                       "top_k = ")
-           << getTopK();
   SmallVector<int64_t> shape = {dimOf(getProbs(), 0), dimOf(getProbs(), 1),
                                 static_cast<int64_t>(getTopK())};
   for (auto [name, value] :
@@ -405,6 +414,30 @@ LogicalResult TokenChoiceRouteOp::verify() {
         {"positions", getPositions()},
         {"kept", getKept()}})
     if (failed(verifyShape(op, name, value, shape, "[NG, G, top_k]")))
+      return failure();
+  return success();
+}
+
+LogicalResult TokenChoiceRouterOp::verify() {
+  Operation *op = getOperation();
+  Value x = getX();
+  if (failed(verifyRouter(op, dimOf(x, 2), getWeight(), getBias())))
+    return failure();
+  int64_t e = dimOf(getWeight(), 1);
+  if (failed(verifyTokenChoice(op, getTopK(), getRerouteDropped(), e)))
+    return failure();
+  SmallVector<int64_t> perExpert = {dimOf(x, 0), dimOf(x, 1), e};
+  SmallVector<int64_t> perChoice = {dimOf(x, 0), dimOf(x, 1),
+                                    static_cast<int64_t>(getTopK())};
+  for (auto [name, value, shape, names] :
+       {std::tuple<StringRef, Value, ArrayRef<int64_t>, StringRef>{
+            "logits", getLogits(), perExpert, "[NG, G, E]"},
+        {"probs", getProbs(), perExpert, "[NG, G, E]"},
+        {"experts", getExperts(), perChoice, "[NG, G, top_k]"},
+        {"gates", getGates(), perChoice, "[NG, G, top_k]"},
+        {"positions", getPositions(), perChoice, "[NG, G, top_k]"},
+        {"kept", getKept(), perChoice, "[NG, G, top_k]"}})
+    if (failed(verifyShape(op, name, value, shape, names)))
       return failure();
   return success();
 }

@@ -21,11 +21,13 @@
 #include "switchyard/Dialect/MoE/Transforms/Passes.h"
 
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Dominance.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace switchyard::moe {
 #define GEN_PASS_DEF_MOEFUSEEXPERTS
 #define GEN_PASS_DEF_MOEFUSESOFT
+#define GEN_PASS_DEF_MOEFUSEROUTER
 #include "switchyard/Dialect/MoE/Transforms/Passes.h.inc"
 } // namespace switchyard::moe
 
@@ -190,6 +192,69 @@ struct FuseSoftExperts : OpRewritePattern<SoftCombineOp> {
   }
 };
 
+/// token_choice_route(router_probs(router_logits(x))).
+struct FuseRouter : OpRewritePattern<TokenChoiceRouteOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(TokenChoiceRouteOp route,
+                                PatternRewriter &rewriter) const override {
+    auto probs = route.getProbs().getDefiningOp<RouterProbsOp>();
+    auto logits = probs ? probs.getLogits().getDefiningOp<RouterLogitsOp>()
+                        : RouterLogitsOp();
+    if (!logits)
+      return rewriter.notifyMatchFailure(
+          route, "not fed by moe.router_probs of moe.router_logits");
+    if (!logits.getJitter().isZero())
+      return rewriter.notifyMatchFailure(route, "the router has jitter");
+    Value capacity = route.getCapacity();
+    if (!DominanceInfo().properlyDominates(capacity, logits)) {
+      // The capacity of a dynamic group size reads the probabilities'
+      // shape: recompute it from that shape before the router.
+      auto old = capacity.getDefiningOp<ExpertCapacityOp>();
+      if (!old || old.getProbs() != probs.getResult())
+        return rewriter.notifyMatchFailure(
+            route, "the capacity depends on the routing it bounds");
+      rewriter.setInsertionPoint(logits);
+      Location loc = old.getLoc();
+      Value x = logits.getX();
+      auto probsType = cast<RankedTensorType>(probs.getType());
+      SmallVector<Value> dynamicSizes;
+      for (int64_t i = 0; i < 2; ++i)
+        if (probsType.isDynamicDim(i))
+          dynamicSizes.push_back(tensor::DimOp::create(rewriter, loc, x, i));
+      Value shape =
+          tensor::EmptyOp::create(rewriter, loc, probsType.getShape(),
+                                  probsType.getElementType(), dynamicSizes);
+      auto recomputed = cast<ExpertCapacityOp>(rewriter.clone(*old));
+      recomputed.getProbsMutable().assign(shape);
+      rewriter.replaceOp(old, recomputed.getResult());
+      capacity = recomputed.getResult();
+    }
+    rewriter.setInsertionPoint(logits);
+    auto fused = TokenChoiceRouterOp::create(
+        rewriter, route.getLoc(), logits.getType(), probs.getType(),
+        route.getExperts().getType(), route.getGates().getType(),
+        route.getPositions().getType(), route.getKept().getType(),
+        logits.getX(), logits.getWeight(), logits.getBias(), capacity,
+        route.getTopKAttr(), route.getNormalizeGatesAttr(),
+        route.getPriorityAttr(), route.getRerouteDroppedAttr());
+    rewriter.replaceOp(route, fused->getResults().drop_front(2));
+    rewriter.replaceOp(probs, fused.getProbs());
+    rewriter.replaceOp(logits, fused.getLogits());
+    return success();
+  }
+};
+
+struct FuseRouterPass
+    : switchyard::moe::impl::MoEFuseRouterBase<FuseRouterPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateMoEFuseRouterPatterns(patterns);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      return signalPassFailure();
+  }
+};
+
 struct FuseSoftPass : switchyard::moe::impl::MoEFuseSoftBase<FuseSoftPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
@@ -219,4 +284,9 @@ void switchyard::moe::populateMoEFuseExpertsPatterns(
 
 void switchyard::moe::populateMoEFuseSoftPatterns(RewritePatternSet &patterns) {
   patterns.add<FuseSoftExperts>(patterns.getContext());
+}
+
+void switchyard::moe::populateMoEFuseRouterPatterns(
+    RewritePatternSet &patterns) {
+  patterns.add<FuseRouter>(patterns.getContext());
 }

@@ -359,6 +359,44 @@ def MoE_TokenChoiceRouteOp : MoE_Op<"token_choice_route", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MoE_TokenChoiceRouterOp : MoE_Op<"token_choice_router", [Pure]> {
+  let summary = "router logits, probabilities and token-choice routing as one computation";
+  let description = [{
+    The fused form of `moe.router_logits` + `moe.router_probs` +
+    `moe.token_choice_route`, as `moe-fuse-router` forms it: `logits` and
+    `probs` as those ops define them (SEMANTICS.md section 2, f32 whatever
+    the model dtype), then `experts`, `gates`, `positions` and `kept` as
+    `moe.token_choice_route` defines them for `probs` and `capacity`.
+
+    The CPU lowering computes each tile of tokens' logits, softmax and top-k
+    choices in one parallel pass over the tokens, while the tile is in
+    cache; only the capacity positions, which follow the priority order,
+    take a second, sequential pass over each group's choices.
+
+    ```mlir
+    %z, %p, %e, %g, %pos, %kept = moe.token_choice_router %x, %wr capacity %c
+        {top_k = 2 : i64}
+        : (tensor<4x512x768xf32>, tensor<768x8xf32>, index)
+        -> (tensor<4x512x8xf32>, tensor<4x512x8xf32>, tensor<4x512x2xi64>,
+            tensor<4x512x2xf32>, tensor<4x512x2xi64>, tensor<4x512x2xi1>)
+    ```
+  }];
+  let arguments = (ins MoE_Tensor3:$x, MoE_F32Tensor2:$weight,
+      Optional<MoE_F32Tensor1>:$bias, Index:$capacity,
+      DefaultValuedAttr<I64Attr, "1">:$top_k,
+      UnitAttr:$normalize_gates,
+      MoE_DefaultPriority:$priority,
+      UnitAttr:$reroute_dropped);
+  let results = (outs MoE_F32Tensor3:$logits, MoE_F32Tensor3:$probs,
+      MoE_I64Tensor3:$experts, MoE_F32Tensor3:$gates,
+      MoE_I64Tensor3:$positions, MoE_I1Tensor3:$kept);
+  let assemblyFormat = [{
+    $x `,` $weight (`bias` $bias^)? `capacity` $capacity attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
   let summary = "scatter kept tokens into per-expert capacity buffers";
   let description = [{

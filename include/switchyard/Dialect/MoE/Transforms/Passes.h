@@ -22,6 +22,10 @@ void populateMoEDecomposePatterns(mlir::RewritePatternSet &patterns);
 /// Patterns that fuse dispatch, experts and combine into moe.routed_experts.
 void populateMoEFuseExpertsPatterns(mlir::RewritePatternSet &patterns);
 
+/// The pattern that fuses router_logits, router_probs and
+/// token_choice_route into moe.token_choice_router.
+void populateMoEFuseRouterPatterns(mlir::RewritePatternSet &patterns);
+
 /// The pattern that fuses soft_dispatch, experts and soft_combine into
 /// moe.soft_experts.
 void populateMoEFuseSoftPatterns(mlir::RewritePatternSet &patterns);

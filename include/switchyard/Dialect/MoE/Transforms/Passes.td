@@ -69,6 +69,32 @@ def MoEFuseExperts : Pass<"moe-fuse-experts"> {
   ];
 }
 
+def MoEFuseRouter : Pass<"moe-fuse-router"> {
+  let summary = "Fuse the router and token-choice routing into "
+                "moe.token_choice_router";
+  let description = [{
+    Rewrites `moe.token_choice_route(moe.router_probs(moe.router_logits(x)))`
+    into one `moe.token_choice_router`, whose results replace all three
+    ops' (the losses keep reading the logits and probabilities). A capacity
+    computed from the probabilities' shape (`moe.expert_capacity` of a
+    dynamic group size) is recomputed from the same shape before the router.
+    Router jitter is a training option: a router with jitter is left
+    unfused.
+
+    What it saves: the CPU lowering computes each tile of 64 tokens' logits,
+    softmax and top-k choices in one parallel pass while the tile is in
+    cache, instead of a product, a softmax and a sequential top-k loop over
+    all tokens; only the capacity positions, which follow the priority
+    order, stay a sequential pass over each group's choices. The result is
+    the same, bit for bit (the same logits, softmax and choices per token),
+    and the tests compare fused and unfused outputs exactly.
+  }];
+  let dependentDialects = [
+    "::switchyard::moe::MoEDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 def MoEFuseSoft : Pass<"moe-fuse-soft"> {
   let summary = "Fuse Soft MoE's dispatch, experts and combine into "
                 "moe.soft_experts";
