@@ -235,7 +235,7 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
     if (Value capacity = adaptor.getCapacity())
       perGroup = arith::MinUIOp::create(b, loc, capacity, groupSize);
     Value maxRows = arith::MulIOp::create(b, loc, numGroups, perGroup);
-    Value paddedRows = roundUpToRowBlock(b, loc, maxRows);
+    Value paddedRows = roundUpToPackRows(b, loc, maxRows);
 
     // Compaction, in (group, token, choice) order: rowToken[e, r] is the
     // flat token of row r of expert e, slotOf[g, t, j] the row of a kept

@@ -243,11 +243,11 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
       b, loc, rows, SmallVector<ReassociationIndices>{{0, 1}, {2, 3}});
 }
 
-Value switchyard::lowering::roundUpToRowBlock(OpBuilder &b, Location loc,
+Value switchyard::lowering::roundUpToPackRows(OpBuilder &b, Location loc,
                                               Value rows) {
-  Value block = indexConst(b, loc, kRowBlock);
+  Value multiple = indexConst(b, loc, kPackRows);
   return arith::MulIOp::create(
-      b, loc, arith::CeilDivUIOp::create(b, loc, rows, block), block);
+      b, loc, arith::CeilDivUIOp::create(b, loc, rows, multiple), multiple);
 }
 
 Value switchyard::lowering::buildRowBlockMLPs(
@@ -260,7 +260,10 @@ Value switchyard::lowering::buildRowBlockMLPs(
   Value numExperts = dimOf(b, loc, unpacked.w1, 0);
   Value block = indexConst(b, loc, kRowBlock);
   Value numBlocks = arith::CeilDivUIOp::create(b, loc, maxRows, block);
-  Value paddedRows = arith::MulIOp::create(b, loc, numBlocks, block);
+  // Rows are only ever written up to count(e) rounded up to the register
+  // tile, so the output is no taller than that: Soft MoE's 8 slots an
+  // expert take 8 rows, not a whole block of 256.
+  Value paddedRows = roundUpToPackRows(b, loc, maxRows);
   Value outInit = tensor::EmptyOp::create(
       b, loc,
       {getAsOpFoldResult(numExperts), getAsOpFoldResult(paddedRows),
@@ -284,7 +287,11 @@ Value switchyard::lowering::buildRowBlockMLPs(
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(forall.getTerminator());
   Value e = forall.getInductionVar(0);
-  Value start = arith::MulIOp::create(b, loc, forall.getInductionVar(1), block);
+  // A block past its expert's rows is empty; its start is clamped so that
+  // its (empty) slice stays inside the output.
+  Value start = arith::MinUIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, forall.getInductionVar(1), block),
+      paddedRows);
   // rows = min(block, roundUp(max(count - start, 0), 8)): row counts are
   // rounded up to the register tile, so that no block ends in a scalar edge
   // tile.

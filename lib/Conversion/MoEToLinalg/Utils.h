@@ -172,8 +172,9 @@ constexpr int64_t kStreamRows = 32;
 /// hidden activations back while they are still in cache.
 constexpr int64_t kRowBlock = 256;
 
-/// `rows` rounded up to a multiple of kRowBlock.
-mlir::Value roundUpToRowBlock(mlir::OpBuilder &b, mlir::Location loc,
+/// `rows` rounded up to a multiple of kPackRows, the register tile's rows:
+/// the row extent of buildRowBlockMLPs' output.
+mlir::Value roundUpToPackRows(mlir::OpBuilder &b, mlir::Location loc,
                               mlir::Value rows);
 
 /// Expert MLPs by row blocks: one parallel task per (expert e, block of
@@ -181,7 +182,7 @@ mlir::Value roundUpToRowBlock(mlir::OpBuilder &b, mlir::Location loc,
 /// model-dtype value of row r, column d; rows up to `count(e)` rounded up
 /// to 8 are read, so rows past count(e) must still be readable), runs e's
 /// MLP on them (packed products when canPack), and writes them to
-/// `out [E, roundUpToRowBlock(maxRows), width]`. Rows past count(e) are
+/// `out [E, roundUpToPackRows(maxRows), width]`. Rows past count(e) are
 /// not meaningful. The hidden activations of a block stay in cache between
 /// its two products.
 mlir::Value buildRowBlockMLPs(

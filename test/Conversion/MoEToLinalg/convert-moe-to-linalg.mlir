@@ -153,7 +153,8 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // (rowToken) and each assignment its row (slotOf); one parallel task per
 // (expert, 256-row block) gathers its rows from x, rounds their count up to
 // the 8-row register tile, and runs the MLP on them alone; the combine reads
-// each kept assignment's row.
+// each kept assignment's row. The output is as tall as the most rows an
+// expert can own, rounded up to 8; a block's start is clamped to it.
 
 // CHECK-LABEL: func.func @routed_experts
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x8x16xf32>, %[[E:[a-z0-9]+]]: tensor<?x8x1xi64>, %[[K:[a-z0-9]+]]: tensor<?x8x1xi1>, %[[G:[a-z0-9]+]]: tensor<?x8x1xf32>, %[[W1:[a-z0-9]+]]: tensor<4x16x32xf32>, %[[W2:[a-z0-9]+]]: tensor<4x32x16xf32>)
@@ -162,13 +163,16 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // CHECK-DAG:   %[[C256:.+]] = arith.constant 256 : index
 // CHECK:       %[[NG:.+]] = tensor.dim %[[X]]
 // CHECK:       %[[MAXROWS:.+]] = arith.muli %[[NG]], %[[C3]] : index
+// CHECK:       %[[PADDED:.+]] = arith.muli %{{.+}}, %[[C8]] : index
+// CHECK:       tensor.empty(%[[PADDED]]) : tensor<4x?xi64>
 // CHECK:       %[[TABLES:.+]]:3 = scf.for
 // CHECK:         scf.for
 // CHECK:           scf.if
 // CHECK:       %[[XF:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0, 1], [2]]
 // CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C256]] : index
 // CHECK:       %[[OUT:.+]] = scf.forall (%[[EI:.+]], %[[BI:.+]]) in (4, %[[NBLOCKS]]) shared_outs(%[[O:.+]] = %{{.+}}) -> (tensor<4x?x16xf32>)
-// CHECK:         %[[START:.+]] = arith.muli %[[BI]], %[[C256]]
+// CHECK:         %[[BSTART:.+]] = arith.muli %[[BI]], %[[C256]]
+// CHECK:         %[[START:.+]] = arith.minui %[[BSTART]], %{{.+}} : index
 // CHECK:         %[[CNT:.+]] = tensor.extract %[[TABLES]]#0[%[[EI]]]
 // CHECK:         arith.ceildivui %{{.+}}, %[[C8]]
 // CHECK:         %[[ROWS:.+]] = arith.minui %{{.+}}, %[[C256]]
