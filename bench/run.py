@@ -76,15 +76,16 @@ def sgemm_gflops(runs):
 def fma_peak_gflops():
     """The FMA peak with 2 threads (bench/kernels/fma_peak.c), built with the
     project's clang; None when it cannot be built here."""
-    exe = pathlib.Path(tempfile.mkdtemp()) / "fma_peak"
-    build = subprocess.run([os.environ.get("CC", "clang-22"), "-O3", "-march=native",
-                            "-fopenmp", str(HERE / "kernels" / "fma_peak.c"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    if build.returncode:
-        print(f"# fma_peak.c did not build: {build.stderr.strip()}", file=sys.stderr)
-        return None
-    return float(subprocess.run([str(exe), "2"], capture_output=True, text=True,
-                                check=True).stdout)
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = pathlib.Path(tmp) / "fma_peak"
+        build = subprocess.run([os.environ.get("CC", "clang-22"), "-O3", "-march=native",
+                                "-fopenmp", str(HERE / "kernels" / "fma_peak.c"), "-o",
+                                str(exe)], capture_output=True, text=True)
+        if build.returncode:
+            print(f"# fma_peak.c did not build: {build.stderr.strip()}", file=sys.stderr)
+            return None
+        return float(subprocess.run([str(exe), "2"], capture_output=True, text=True,
+                                    check=True).stdout)
 
 
 def copy_gbps(runs):

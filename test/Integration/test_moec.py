@@ -206,6 +206,19 @@ blocks:
 """
 
 
+def build_fused_and_unfused(tmp_path, name, text):
+    """Writes the model `text`, builds it with and without the fusion passes,
+    and returns the source, both executables and both fused-stage IRs."""
+    source = tmp_path / f"{name}.yaml"
+    source.write_text(text)
+    fused, unfused = tmp_path / "fused", tmp_path / "unfused"
+    moec(source, "-o", fused)
+    moec(source, "-o", unfused, "--no-fusion")
+    fused_ir = moec(source, "--emit=mlir", "--stage=fused").stdout
+    unfused_ir = moec(source, "--emit=mlir", "--stage=fused", "--no-fusion").stdout
+    return source, fused, unfused, fused_ir, unfused_ir
+
+
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
 def test_fused_experts_match_unfused_and_reference(dtype, tmp_path):
     """moe-fuse-router and moe-fuse-experts change where and in which pass
@@ -213,16 +226,11 @@ def test_fused_experts_match_unfused_and_reference(dtype, tmp_path):
     bit for bit the unfused one's, and (in f32, where the routing is
     compared exactly) matches the reference. The last block's group is the
     whole batch, so its capacity depends on the batch size."""
-    source = tmp_path / "routed.yaml"
-    source.write_text(ROUTED.format(dtype=dtype))
-    fused, unfused = tmp_path / "fused", tmp_path / "unfused"
-    moec(source, "-o", fused)
-    moec(source, "-o", unfused, "--no-fusion")
-    fused_ir = moec(source, "--emit=mlir", "--stage=fused").stdout
+    source, fused, unfused, fused_ir, unfused_ir = build_fused_and_unfused(
+        tmp_path, "routed", ROUTED.format(dtype=dtype))
     assert fused_ir.count("moe.routed_experts") == 4
     assert fused_ir.count("moe.token_choice_router") == 4
     assert "moe.token_choice_route " not in fused_ir
-    unfused_ir = moec(source, "--emit=mlir", "--stage=fused", "--no-fusion").stdout
     assert "moe.routed_experts" not in unfused_ir
     assert "moe.token_choice_router" not in unfused_ir
     rng = np.random.default_rng(11)
@@ -276,15 +284,10 @@ def test_fused_soft_moe_matches_unfused_and_reference(dtype, tmp_path):
     """moe-fuse-soft takes the dispatch softmax online over token tiles:
     the result matches the reference and the unfused pipeline up to
     rounding (the tiles rescale the slot sums)."""
-    source = tmp_path / "soft.yaml"
-    source.write_text(SOFT.format(dtype=dtype))
-    fused, unfused = tmp_path / "fused", tmp_path / "unfused"
-    moec(source, "-o", fused)
-    moec(source, "-o", unfused, "--no-fusion")
-    fused_ir = moec(source, "--emit=mlir", "--stage=fused").stdout
+    source, fused, unfused, fused_ir, unfused_ir = build_fused_and_unfused(
+        tmp_path, "soft", SOFT.format(dtype=dtype))
     assert fused_ir.count("moe.soft_experts") == 2 and "moe.soft_dispatch" not in fused_ir
-    assert "moe.soft_experts" not in moec(source, "--emit=mlir", "--stage=fused",
-                                          "--no-fusion").stdout
+    assert "moe.soft_experts" not in unfused_ir
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 150, 64)).astype(np.float32)
     weights = tmp_path / "w.safetensors"

@@ -385,11 +385,11 @@ SmallVector<Value> placeAssignments(OpBuilder &b, Location loc, Value probs,
 }
 
 /// The [NG, G, k] experts, gates, positions and kept of token-choice
-/// routing, uninitialized.
-SmallVector<Value> routingResults(OpBuilder &b, Location loc, Value probs,
+/// routing of `tokens [NG, G, ...]`, uninitialized.
+SmallVector<Value> routingResults(OpBuilder &b, Location loc, Value tokens,
                                   int64_t topK) {
-  SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, probs, 0),
-                                     tensor::getMixedSize(b, loc, probs, 1),
+  SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, tokens, 0),
+                                     tensor::getMixedSize(b, loc, tokens, 1),
                                      b.getIndexAttr(topK)};
   return {tensor::EmptyOp::create(b, loc, sizes, b.getI64Type()),
           tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
@@ -448,13 +448,15 @@ struct TokenChoiceRouterLowering
         tensor::getMixedSize(b, loc, adaptor.getWeight(), 1);
     OpFoldResult k = b.getIndexAttr(options.topK);
     Value tile = indexConst(b, loc, kRouterTokens);
+    // The first pass writes logits, probabilities, experts, gates and the
+    // batch-priority keys; the second, positions and kept.
+    SmallVector<Value> routing = routingResults(b, loc, x, options.topK);
     SmallVector<Value> outs = {
         tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, numExperts},
                                 f32),
         tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, numExperts},
                                 f32),
-        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, k}, i64),
-        tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr, k}, f32),
+        routing[0], routing[1],
         tensor::EmptyOp::create(b, loc, {numGroups, groupSizeOfr}, i32)};
     auto forall = scf::ForallOp::create(
         b, loc,
@@ -502,7 +504,6 @@ struct TokenChoiceRouterLowering
     }
     ValueRange first = forall.getResults();
     Value probs = first[1];
-    SmallVector<Value> routing = routingResults(b, loc, probs, options.topK);
     SmallVector<Value> results = buildLoop(
         b, loc, indexConst(b, loc, 0), dimOf(b, loc, x, 0),
         ValueRange{first[2], first[3], routing[2], routing[3]},

@@ -48,6 +48,39 @@ Value truncateTo(OpBuilder &b, Location loc, Value tensorF32, Type type) {
                       });
 }
 
+/// Slots by group, `[NG, n * p, D]` with slot s = e * p + q, laid out by
+/// expert as the experts consume them: `[n, NG, p, D]`.
+Value slotsByExpert(OpBuilder &b, Location loc, Value byGroup, int64_t n,
+                    int64_t p) {
+  auto type = cast<ShapedType>(byGroup.getType());
+  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, byGroup);
+  Value expanded = tensor::ExpandShapeOp::create(
+      b, loc,
+      RankedTensorType::get({type.getDimSize(0), n, p, type.getDimSize(2)},
+                            type.getElementType()),
+      byGroup, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
+      SmallVector<OpFoldResult>{sizes[0], b.getIndexAttr(n), b.getIndexAttr(p),
+                                sizes[2]});
+  Value init = tensor::EmptyOp::create(
+      b, loc, {b.getIndexAttr(n), sizes[0], b.getIndexAttr(p), sizes[2]},
+      type.getElementType());
+  return linalg::TransposeOp::create(b, loc, expanded, init,
+                                     ArrayRef<int64_t>{1, 0, 2, 3})
+      ->getResult(0);
+}
+
+/// The inverse of slotsByExpert: `[n, NG, p, D]` -> `[NG, n * p, D]`.
+Value slotsByGroup(OpBuilder &b, Location loc, Value byExpert) {
+  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, byExpert);
+  Value init = tensor::EmptyOp::create(
+      b, loc, {sizes[1], sizes[0], sizes[2], sizes[3]}, elementType(byExpert));
+  Value transposed = linalg::TransposeOp::create(b, loc, byExpert, init,
+                                                 ArrayRef<int64_t>{1, 0, 2, 3})
+                         ->getResult(0);
+  return tensor::CollapseShapeOp::create(
+      b, loc, transposed, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
+}
+
 struct SoftLogitsLowering : OpConversionPattern<moe::SoftLogitsOp> {
   using OpConversionPattern::OpConversionPattern;
 
@@ -214,22 +247,7 @@ struct SoftDispatchLowering : OpConversionPattern<moe::SoftDispatchOp> {
           linalg::YieldOp::create(
               b, loc, arith::DivFOp::create(b, loc, v[0], v[1]).getResult());
         });
-    // [NG, n*p, D] -> [NG, n, p, D] -> [n, NG, p, D].
-    SmallVector<OpFoldResult> sizes = sizesOf(b, loc, mixed);
-    Value expanded = tensor::ExpandShapeOp::create(
-        b, loc,
-        RankedTensorType::get({cast<ShapedType>(mixed.getType()).getDimSize(0),
-                               n, p, slotsType.getDimSize(3)},
-                              b.getF32Type()),
-        mixed, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
-        SmallVector<OpFoldResult>{sizes[0], b.getIndexAttr(n),
-                                  b.getIndexAttr(p), sizes[2]});
-    Value init = tensor::EmptyOp::create(
-        b, loc, {b.getIndexAttr(n), sizes[0], b.getIndexAttr(p), sizes[2]},
-        b.getF32Type());
-    Value slots = linalg::TransposeOp::create(b, loc, expanded, init,
-                                              ArrayRef<int64_t>{1, 0, 2, 3})
-                      ->getResult(0);
+    Value slots = slotsByExpert(b, loc, mixed, n, p);
     b.replaceOp(op, truncateTo(b, loc, slots, elementType(x)));
     return success();
   }
@@ -246,15 +264,7 @@ struct SoftCombineLowering : OpConversionPattern<moe::SoftCombineOp> {
     Location loc = op.getLoc();
     Value logits = adaptor.getLogits(), slots = adaptor.getSlotOutputs();
     auto slotsType = cast<ShapedType>(slots.getType());
-    SmallVector<OpFoldResult> sizes = sizesOf(b, loc, slots);
-    Value init = tensor::EmptyOp::create(b, loc,
-                                         {sizes[1], sizes[0], sizes[2], sizes[3]},
-                                         slotsType.getElementType());
-    Value byGroup = linalg::TransposeOp::create(b, loc, slots, init,
-                                                ArrayRef<int64_t>{1, 0, 2, 3})
-                        ->getResult(0);
-    Value collapsed = tensor::CollapseShapeOp::create(
-        b, loc, byGroup, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
+    Value collapsed = slotsByGroup(b, loc, slots);
     Value weights = softmaxWeights(b, loc, logits, /*reducedDim=*/2);
     Value mixed = batchedProduct(b, loc, weights, collapsed,
                                  /*lhsTransposed=*/false,
@@ -452,27 +462,9 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
           });
     } else {
       // [NG, n * p, D] -> [n, NG * p, D] for the unpacked MLP.
-      auto xType = cast<ShapedType>(x.getType());
-      SmallVector<OpFoldResult> xSizes = sizesOf(b, loc, x);
-      Value byExpert = tensor::ExpandShapeOp::create(
-          b, loc,
-          RankedTensorType::get(
-              {xType.getDimSize(0), n, p, xType.getDimSize(2)}, type),
-          xs, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
-          SmallVector<OpFoldResult>{xSizes[0], b.getIndexAttr(n),
-                                    b.getIndexAttr(p), xSizes[2]});
-      Value init = tensor::EmptyOp::create(
-          b, loc,
-          SmallVector<OpFoldResult>{b.getIndexAttr(n), xSizes[0],
-                                    b.getIndexAttr(p), xSizes[2]},
-          type);
-      Value transposed =
-          linalg::TransposeOp::create(b, loc, byExpert, init,
-                                      ArrayRef<int64_t>{1, 0, 2, 3})
-              ->getResult(0);
       out = buildMLP(b, loc,
                      tensor::CollapseShapeOp::create(
-                         b, loc, transposed,
+                         b, loc, slotsByExpert(b, loc, xs, n, p),
                          SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}}),
                      weights);
     }
@@ -483,25 +475,30 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
     Value slotOutputs = out;
     AffineMap slotMap = AffineMap::get(4, 0, {d(3), d(0), d(2)}, ctx);
     if (p != 1) {
-      SmallVector<OpFoldResult> slotSizes = sizesOf(b, loc, x);
-      slotSizes[1] = b.getIndexAttr(numSlots);
-      Value slotsInit = tensor::EmptyOp::create(b, loc, slotSizes, type);
-      slotOutputs = buildGeneric(
-          b, loc, ValueRange{}, slotsInit, {AffineMap::getMultiDimIdentityMap(3, ctx)},
-          parallelIterators(3), [&](OpBuilder &b, Location loc, ValueRange) {
-            Value g = linalg::IndexOp::create(b, loc, 0);
-            Value s = linalg::IndexOp::create(b, loc, 1);
-            Value col = linalg::IndexOp::create(b, loc, 2);
-            Value pv = indexConst(b, loc, p);
-            Value row = arith::AddIOp::create(
-                b, loc, arith::MulIOp::create(b, loc, g, pv),
-                arith::RemUIOp::create(b, loc, s, pv));
-            linalg::YieldOp::create(
-                b, loc,
-                extract(b, loc, out,
-                        ValueRange{arith::DivUIOp::create(b, loc, s, pv), row,
-                                   col}));
-          });
+      // out's rows [0, NG * p) as [n, NG, p, D], then by group.
+      auto outType = cast<ShapedType>(out.getType());
+      OpFoldResult zero = b.getIndexAttr(0), one = b.getIndexAttr(1);
+      OpFoldResult numExperts = b.getIndexAttr(n);
+      OpFoldResult ngSize = tensor::getMixedSize(b, loc, x, 0);
+      // NG * p rows, static when NG is (the expansion needs it to be).
+      int64_t staticGroups = cast<ShapedType>(x.getType()).getDimSize(0);
+      OpFoldResult usedRows =
+          ShapedType::isDynamic(staticGroups)
+              ? OpFoldResult(rows)
+              : OpFoldResult(b.getIndexAttr(staticGroups * p));
+      Value used =
+          tensor::ExtractSliceOp::create(b, loc, out, {zero, zero, zero},
+                                         {numExperts, usedRows,
+                                          tensor::getMixedSize(b, loc, out, 2)},
+                                         {one, one, one});
+      Value byExpert = tensor::ExpandShapeOp::create(
+          b, loc,
+          RankedTensorType::get({n, staticGroups, p, outType.getDimSize(2)},
+                                type),
+          used, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
+          SmallVector<OpFoldResult>{numExperts, ngSize, b.getIndexAttr(p),
+                                    tensor::getMixedSize(b, loc, out, 2)});
+      slotOutputs = slotsByGroup(b, loc, byExpert);
       slotMap = AffineMap::get(4, 0, {d(0), d(3), d(2)}, ctx);
     }
 

@@ -388,34 +388,35 @@ static LogicalResult verifyCapacityDim(Operation *op, Value capacity,
          << staticCapacity;
 }
 
-/// top_k fits the experts, and rerouting is asked for with top-1 only.
+/// Token-choice routing of [NG, G] tokens over `numExperts`: top_k fits the
+/// experts, rerouting is asked for with top-1 only, and experts, gates,
+/// positions and kept are [NG, G, top_k].
 static LogicalResult verifyTokenChoice(Operation *op, int64_t topK,
-                                       bool rerouteDropped,
-                                       int64_t numExperts) {
+                                       bool rerouteDropped, int64_t numExperts,
+                                       int64_t numGroups, int64_t groupSize,
+                                       Value experts, Value gates,
+                                       Value positions, Value kept) {
   if (failed(verifyTopK(op, topK, numExperts)))
     return failure();
   if (rerouteDropped && topK != 1)
     return op->emitOpError("reroute_dropped is defined for top_k = 1 only, "
                            "but top_k = ")
            << topK;
+  SmallVector<int64_t> shape = {numGroups, groupSize, topK};
+  for (auto [name, value] : {std::pair<StringRef, Value>{"experts", experts},
+                             {"gates", gates},
+                             {"positions", positions},
+                             {"kept", kept}})
+    if (failed(verifyShape(op, name, value, shape, "[NG, G, top_k]")))
+      return failure();
   return success();
 }
 
 LogicalResult TokenChoiceRouteOp::verify() {
-  Operation *op = getOperation();
-  if (failed(verifyTokenChoice(op, getTopK(), getRerouteDropped(),
-                               dimOf(getProbs(), 2))))
-    return failure();
-  SmallVector<int64_t> shape = {dimOf(getProbs(), 0), dimOf(getProbs(), 1),
-                                static_cast<int64_t>(getTopK())};
-  for (auto [name, value] :
-       {std::pair<StringRef, Value>{"experts", getExperts()},
-        {"gates", getGates()},
-        {"positions", getPositions()},
-        {"kept", getKept()}})
-    if (failed(verifyShape(op, name, value, shape, "[NG, G, top_k]")))
-      return failure();
-  return success();
+  Value probs = getProbs();
+  return verifyTokenChoice(getOperation(), getTopK(), getRerouteDropped(),
+                           dimOf(probs, 2), dimOf(probs, 0), dimOf(probs, 1),
+                           getExperts(), getGates(), getPositions(), getKept());
 }
 
 LogicalResult TokenChoiceRouterOp::verify() {
@@ -424,20 +425,14 @@ LogicalResult TokenChoiceRouterOp::verify() {
   if (failed(verifyRouter(op, dimOf(x, 2), getWeight(), getBias())))
     return failure();
   int64_t e = dimOf(getWeight(), 1);
-  if (failed(verifyTokenChoice(op, getTopK(), getRerouteDropped(), e)))
+  if (failed(verifyTokenChoice(op, getTopK(), getRerouteDropped(), e,
+                               dimOf(x, 0), dimOf(x, 1), getExperts(),
+                               getGates(), getPositions(), getKept())))
     return failure();
-  SmallVector<int64_t> perExpert = {dimOf(x, 0), dimOf(x, 1), e};
-  SmallVector<int64_t> perChoice = {dimOf(x, 0), dimOf(x, 1),
-                                    static_cast<int64_t>(getTopK())};
-  for (auto [name, value, shape, names] :
-       {std::tuple<StringRef, Value, ArrayRef<int64_t>, StringRef>{
-            "logits", getLogits(), perExpert, "[NG, G, E]"},
-        {"probs", getProbs(), perExpert, "[NG, G, E]"},
-        {"experts", getExperts(), perChoice, "[NG, G, top_k]"},
-        {"gates", getGates(), perChoice, "[NG, G, top_k]"},
-        {"positions", getPositions(), perChoice, "[NG, G, top_k]"},
-        {"kept", getKept(), perChoice, "[NG, G, top_k]"}})
-    if (failed(verifyShape(op, name, value, shape, names)))
+  for (auto [name, value] : {std::pair<StringRef, Value>{"logits", getLogits()},
+                             {"probs", getProbs()}})
+    if (failed(verifyShape(op, name, value, {dimOf(x, 0), dimOf(x, 1), e},
+                           "[NG, G, E]")))
       return failure();
   return success();
 }

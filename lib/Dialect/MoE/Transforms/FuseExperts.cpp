@@ -216,12 +216,15 @@ struct FuseRouter : OpRewritePattern<TokenChoiceRouteOp> {
             route, "the capacity depends on the routing it bounds");
       rewriter.setInsertionPoint(logits);
       Location loc = old.getLoc();
-      Value x = logits.getX();
+      // [NG, G, E]: NG and G are x's, E the router weight's columns.
       auto probsType = cast<RankedTensorType>(probs.getType());
       SmallVector<Value> dynamicSizes;
-      for (int64_t i = 0; i < 2; ++i)
+      for (int64_t i = 0; i < 3; ++i)
         if (probsType.isDynamicDim(i))
-          dynamicSizes.push_back(tensor::DimOp::create(rewriter, loc, x, i));
+          dynamicSizes.push_back(
+              i < 2 ? tensor::DimOp::create(rewriter, loc, logits.getX(), i)
+                    : tensor::DimOp::create(rewriter, loc, logits.getWeight(),
+                                            1));
       Value shape =
           tensor::EmptyOp::create(rewriter, loc, probsType.getShape(),
                                   probsType.getElementType(), dynamicSizes);
@@ -245,32 +248,35 @@ struct FuseRouter : OpRewritePattern<TokenChoiceRouteOp> {
   }
 };
 
+/// Applies the patterns `populate` adds to `op`; the body of every fusion
+/// pass.
+LogicalResult applyFusion(Operation *op,
+                          void (*populate)(RewritePatternSet &)) {
+  RewritePatternSet patterns(op->getContext());
+  populate(patterns);
+  return applyPatternsGreedily(op, std::move(patterns));
+}
+
 struct FuseRouterPass
     : switchyard::moe::impl::MoEFuseRouterBase<FuseRouterPass> {
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    populateMoEFuseRouterPatterns(patterns);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      return signalPassFailure();
+    if (failed(applyFusion(getOperation(), populateMoEFuseRouterPatterns)))
+      signalPassFailure();
   }
 };
 
 struct FuseSoftPass : switchyard::moe::impl::MoEFuseSoftBase<FuseSoftPass> {
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    populateMoEFuseSoftPatterns(patterns);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      return signalPassFailure();
+    if (failed(applyFusion(getOperation(), populateMoEFuseSoftPatterns)))
+      signalPassFailure();
   }
 };
 
 struct FuseExpertsPass
     : switchyard::moe::impl::MoEFuseExpertsBase<FuseExpertsPass> {
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    populateMoEFuseExpertsPatterns(patterns);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      return signalPassFailure();
+    if (failed(applyFusion(getOperation(), populateMoEFuseExpertsPatterns)))
+      signalPassFailure();
   }
 };
 
