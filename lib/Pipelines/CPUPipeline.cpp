@@ -94,10 +94,12 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   pm.addPass(createConvertBufferizationToMemRefPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  // exp and erf as polynomials: LLVM would call libm once an element.
+  pm.nest<func::FuncOp>().addPass(createSwitchyardApproximateMath());
   pm.addPass(createConvertMathToLLVMPass());
-  // erf and tanh have no LLVM intrinsic: libm's erff/tanhf, exact to f32.
-  // Vector operands are unrolled into calls with vector.extract/insert,
-  // which convert-vector-to-llvm then lowers.
+  // tanh has no LLVM intrinsic: libm's tanhf, exact to f32. Vector operands
+  // are unrolled into calls with vector.extract/insert, which
+  // convert-vector-to-llvm then lowers.
   pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());

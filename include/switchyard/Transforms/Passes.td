@@ -177,4 +177,36 @@ def SwitchyardSerializeNestedParallel
   let dependentDialects = ["::mlir::scf::SCFDialect"];
 }
 
+def SwitchyardApproximateMath
+    : Pass<"switchyard-approximate-math", "::mlir::func::FuncOp"> {
+  let summary = "Expand f32 exp and erf into polynomials that vectorize";
+  let description = [{
+    LLVM has no vector form of `exp` or `erf` on x86: a `vector<16xf32>`
+    `math.exp` becomes sixteen calls of libm's `expf`, and `math.erf` has no
+    intrinsic at all (`convert-math-to-libm` unrolls it into `erff` calls).
+    The GELU and SiLU epilogues of every expert product and the softmaxes
+    run one such call an element.
+
+    This pass rewrites f32 `math.exp` and `math.erf`, scalar and vector
+    alike, into MLIR's polynomial approximations (`math` dialect
+    `populateMathPolynomialApproximationPatterns`): exp by range reduction
+    and a Cephes polynomial, relative error under 2^-22.5, subnormal results
+    flushed to zero; erf by rational minimax fits on three intervals,
+    absolute error about 2.5e-7. Both keep NaN in NaN out and the limits
+    (`exp(-inf) = 0`, `exp(+inf) = +inf`, `erf(+-inf) = +-1`). Scalar and
+    vector operations are rewritten alike, so a value computes to the same
+    bits whichever way its loop was vectorized.
+
+    Measured on a 2-CPU AMD EPYC (Zen 5) VM, executables back to back:
+    libm's `erff` was 5% of the Soft MoE B/16 block's samples and `expf` 4%
+    of the top-2 SwiGLU block's; Soft MoE f32 went from 103-114 to 79-95 ms,
+    top-2 from 229-253 to 212-224 ms.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
 #endif // SWITCHYARD_TRANSFORMS_PASSES_TD
