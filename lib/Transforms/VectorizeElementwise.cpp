@@ -59,6 +59,21 @@ int64_t segmentWidth(linalg::GenericOp op) {
   return extent <= kSegment ? extent : 0;
 }
 
+/// Elements from which an op's segments run as parallel tasks.
+constexpr int64_t kParallelElements = 1 << 15;
+
+/// Whether `op` has at least kParallelElements iterations (a dynamic extent
+/// counts as large).
+bool isLarge(linalg::GenericOp op) {
+  int64_t elements = 1;
+  for (int64_t extent : op.getStaticLoopRanges()) {
+    if (ShapedType::isDynamic(extent))
+      return true;
+    elements *= extent;
+  }
+  return elements >= kParallelElements;
+}
+
 struct VectorizeElementwisePass
     : switchyard::impl::SwitchyardVectorizeElementwiseBase<
           VectorizeElementwisePass> {
@@ -84,6 +99,11 @@ struct VectorizeElementwisePass
       sizes.back() = width;
       scf::SCFTilingOptions options;
       options.setTileSizes(getAsIndexOpFoldResult(ctx, sizes));
+      // Segments of a large op are independent tasks (norms and residual
+      // additions over every token); a small one stays a sequential loop,
+      // cheaper than starting a parallel region.
+      if (isLarge(op))
+        options.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
       rewriter.setInsertionPoint(op);
       FailureOr<scf::SCFTilingResult> tiled = scf::tileUsingSCF(
           rewriter, cast<TilingInterface>(op.getOperation()), options);

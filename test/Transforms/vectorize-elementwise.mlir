@@ -2,16 +2,16 @@
 
 // An RMS-norm-like scaling: x [?, 8, 128] times a per-row factor [?, 8] and
 // a per-column weight [128]. Tiled into rows of 64-element segments and
-// vectorized; the row factor is broadcast.
+// vectorized; the row factor is broadcast. Its extent is dynamic, so it may
+// be large: the segments are parallel tasks.
 
 // CHECK-LABEL: func.func @scale
-// CHECK:       scf.for
-// CHECK:         scf.for
-// CHECK:           scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c64
-// CHECK:             vector.transfer_read {{.+}} vector<1x1x64xf32>
-// CHECK:             arith.divf {{.+}} : vector<1x1x64xf32>
-// CHECK:             arith.mulf {{.+}} : vector<1x1x64xf32>
-// CHECK:             vector.transfer_write
+// CHECK:       scf.forall (%{{.+}}, %{{.+}}, %{{.+}}) = (0, 0, 0) to (%{{.+}}, 8, 128) step (1, 1, 64)
+// CHECK:         vector.transfer_read {{.+}} vector<1x1x64xf32>
+// CHECK:         arith.divf {{.+}} : vector<1x1x64xf32>
+// CHECK:         arith.mulf {{.+}} : vector<1x1x64xf32>
+// CHECK:         vector.transfer_write
+// CHECK:         tensor.parallel_insert_slice
 // CHECK-NOT:   linalg.generic
 #x = affine_map<(g, t, d) -> (g, t, d)>
 #r = affine_map<(g, t, d) -> (g, t)>
@@ -28,6 +28,31 @@ func.func @scale(%x: tensor<?x8x128xf32>, %r: tensor<?x8xf32>, %w: tensor<128xf3
     linalg.yield %m : f32
   } -> tensor<?x8x128xf32>
   return %0 : tensor<?x8x128xf32>
+}
+
+// -----
+
+// A small op (under 32768 elements) keeps sequential loops over its
+// segments: a parallel region would cost more than it saves.
+
+// CHECK-LABEL: func.func @small
+// CHECK-NOT:   scf.forall
+// CHECK:       scf.for
+// CHECK:         scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c64
+// CHECK:           arith.addf {{.+}} : vector<1x64xf32>
+// CHECK-NOT:   linalg.generic
+#id2 = affine_map<(i, j) -> (i, j)>
+func.func @small(%x: tensor<16x128xf32>, %y: tensor<16x128xf32>,
+                 %out: tensor<16x128xf32>) -> tensor<16x128xf32> {
+  %0 = linalg.generic {indexing_maps = [#id2, #id2, #id2],
+                       iterator_types = ["parallel", "parallel"]}
+      ins(%x, %y : tensor<16x128xf32>, tensor<16x128xf32>)
+      outs(%out : tensor<16x128xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %s = arith.addf %a, %b : f32
+    linalg.yield %s : f32
+  } -> tensor<16x128xf32>
+  return %0 : tensor<16x128xf32>
 }
 
 // -----

@@ -127,6 +127,14 @@ def SwitchyardVectorizeElementwise
     row when it is shorter), and vectorizes every segment it can. A segment
     the vectorizer does not support stays scalar; the result is the same
     either way, element by element.
+
+    The segments of an op with 32768 iterations or more (or a dynamic
+    extent: a batch of tokens) are an `scf.forall`, so that they become
+    parallel tasks; a smaller op keeps `scf.for` loops, cheaper than
+    starting a parallel region. Sequential segments had left every
+    block's norms and residual additions to one thread; executables back
+    to back on a 2-CPU Zen 5 VM, medians of six and five runs: Soft MoE
+    B/16 79.8 to 70.4 ms, Switch B=4 65.2 to 62.0 ms.
   }];
   let dependentDialects = [
     "::mlir::scf::SCFDialect",

@@ -8,7 +8,9 @@
 // exp(L - max) and divides by the sum afterwards); slot s = e * p + q, and
 // slot tensors are transposed to and from the [n, NG, p, D] layout the
 // experts consume. moe.soft_experts (the fused form) takes both softmaxes a
-// tile of tokens at a time and reads the slots where they are.
+// tile of tokens at a time, as parallel tasks (dispatch: a group and a block
+// of slots; combine: a group and a tile of tokens), and reads the slots
+// where they are.
 //
 //===----------------------------------------------------------------------===//
 
@@ -274,10 +276,15 @@ struct SoftCombineLowering : OpConversionPattern<moe::SoftCombineOp> {
   }
 };
 
-/// Tokens per tile of moe.soft_experts' softmaxes: the weight tiles are
-/// [NG, 64, S] f32 (256 KiB for Soft MoE B/16 at B=8), and rescaling the
-/// slot accumulators once a tile costs 1/128 of the tile's mixing product.
+/// Tokens per tile of moe.soft_experts' softmaxes: a dispatch task's weight
+/// tile is [1, 64, 32] f32 and a combine task's [1, 64, S], and rescaling
+/// the slot accumulators once a tile costs 1/128 of the tile's mixing
+/// product.
 constexpr int64_t kSoftTokenTile = 64;
+
+/// Slots a dispatch task mixes: Soft MoE B/16's 128 slots and 8 groups make
+/// 32 tasks, and each task reads its group's tokens 4 times in all.
+constexpr int64_t kSoftSlotBlock = 32;
 
 /// Rows [start, start + size) of dimension 1 of a rank-3 tensor.
 Value tokenTile(OpBuilder &b, Location loc, Value t, Value start, Value size) {
@@ -306,6 +313,61 @@ SmallVector<Value> forEachTokenTile(
         scf::YieldOp::create(b, loc, body(b, loc, start, size, iterArgs));
       });
   return loop.getResults();
+}
+
+/// `t[g : g + 1, offset : offset + size (along dim), ...]`, every other
+/// dimension whole.
+Value groupSlice(OpBuilder &b, Location loc, Value t, Value g, unsigned dim,
+                 OpFoldResult offset, OpFoldResult size) {
+  SmallVector<OpFoldResult> offsets(3, b.getIndexAttr(0));
+  SmallVector<OpFoldResult> sizes = sizesOf(b, loc, t);
+  offsets[0] = g;
+  sizes[0] = b.getIndexAttr(1);
+  offsets[dim] = offset;
+  sizes[dim] = size;
+  return tensor::ExtractSliceOp::create(
+      b, loc, t, offsets, sizes,
+      SmallVector<OpFoldResult>(3, b.getIndexAttr(1)));
+}
+
+/// The [NG, extent, W] tensor `init` filled by one parallel task per
+/// (group g, block of `block` rows along dimension 1): `body(g, start,
+/// size)` returns the block's [1, size, W] part. `size` is static when the
+/// blocks divide a static extent.
+Value forEachGroupBlock(
+    OpBuilder &b, Location loc, Value init, int64_t block,
+    function_ref<Value(OpBuilder &, Location, Value, Value, OpFoldResult)>
+        body) {
+  Value extent = dimOf(b, loc, init, 1);
+  Value blockSize = indexConst(b, loc, block);
+  Value numBlocks = arith::CeilDivUIOp::create(b, loc, extent, blockSize);
+  auto forall = scf::ForallOp::create(
+      b, loc,
+      ArrayRef<OpFoldResult>{tensor::getMixedSize(b, loc, init, 0),
+                             getAsOpFoldResult(numBlocks)},
+      ValueRange{init}, std::nullopt);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(forall.getTerminator());
+  Value g = forall.getInductionVar(0);
+  Value start =
+      arith::MulIOp::create(b, loc, forall.getInductionVar(1), blockSize);
+  int64_t staticExtent = cast<ShapedType>(init.getType()).getDimSize(1);
+  OpFoldResult size =
+      !ShapedType::isDynamic(staticExtent) && staticExtent % block == 0
+          ? OpFoldResult(b.getIndexAttr(block))
+          : OpFoldResult(arith::MinUIOp::create(
+                             b, loc, blockSize,
+                             arith::SubIOp::create(b, loc, extent, start))
+                             .getResult());
+  Value part = body(b, loc, g, start, size);
+  b.setInsertionPointToEnd(forall.getTerminator().getBody());
+  tensor::ParallelInsertSliceOp::create(
+      b, loc, part, forall.getRegionIterArgs()[0],
+      SmallVector<OpFoldResult>{g, start, b.getIndexAttr(0)},
+      SmallVector<OpFoldResult>{b.getIndexAttr(1), size,
+                                tensor::getMixedSize(b, loc, init, 2)},
+      SmallVector<OpFoldResult>(3, b.getIndexAttr(1)));
+  return forall.getResult(0);
 }
 
 /// The slot inputs `Xs [NG, S, D]` (in the dtype of x) of the softmax over
@@ -439,7 +501,24 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
     int64_t p = op.getSlotsPerExpert();
     int64_t numSlots = cast<ShapedType>(logits.getType()).getDimSize(2);
     int64_t n = numSlots / p;
-    Value xs = onlineSoftDispatch(b, loc, x, logits);
+    // The dispatch, one task per (group, block of slots): a slot's softmax
+    // over tokens involves no other slot.
+    Value xsInit =
+        tensor::EmptyOp::create(b, loc,
+                                {tensor::getMixedSize(b, loc, x, 0),
+                                 tensor::getMixedSize(b, loc, logits, 2),
+                                 tensor::getMixedSize(b, loc, x, 2)},
+                                type);
+    Value xs =
+        forEachGroupBlock(b, loc, xsInit, kSoftSlotBlock,
+                          [&](OpBuilder &b, Location loc, Value g, Value start,
+                              OpFoldResult size) {
+                            return onlineSoftDispatch(
+                                b, loc,
+                                groupSlice(b, loc, x, g, 1, b.getIndexAttr(0),
+                                           tensor::getMixedSize(b, loc, x, 1)),
+                                groupSlice(b, loc, logits, g, 2, start, size));
+                          });
 
     // Expert e's rows are its slots (g, q), row g * p + q: the output is
     // [n, >= NG * p, D] with that row order.
@@ -502,19 +581,32 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
       slotMap = AffineMap::get(4, 0, {d(0), d(3), d(2)}, ctx);
     }
 
-    // y = softmax over slots of L, times Ys, a tile of tokens at a time;
-    // iteration (g, i, d, s).
+    // y = softmax over slots of L, times Ys, one task per (group, tile of
+    // tokens); iteration (g, i, d, s).
     Value yInit = tensor::EmptyOp::create(b, loc, sizesOf(b, loc, x), type);
-    Value y = forEachTokenTile(
-        b, loc, dimOf(b, loc, x, 1), yInit,
-        [&](OpBuilder &b, Location loc, Value start, Value size,
-            ValueRange state) -> SmallVector<Value> {
-          Value lt = tokenTile(b, loc, logits, start, size);
+    Value y = forEachGroupBlock(
+        b, loc, yInit, kSoftTokenTile,
+        [&](OpBuilder &b, Location loc, Value g, Value start,
+            OpFoldResult size) {
+          Value lt = groupSlice(b, loc, logits, g, 1, start, size);
+          // The group's slot outputs: out[:, g, :] with one slot per
+          // expert, Ys[g] otherwise.
+          Value ys =
+              p == 1 ? tensor::ExtractSliceOp::create(
+                           b, loc, slotOutputs,
+                           {b.getIndexAttr(0), g, b.getIndexAttr(0)},
+                           {tensor::getMixedSize(b, loc, slotOutputs, 0),
+                            b.getIndexAttr(1),
+                            tensor::getMixedSize(b, loc, slotOutputs, 2)},
+                           SmallVector<OpFoldResult>(3, b.getIndexAttr(1)))
+                           .getResult()
+                     : groupSlice(b, loc, slotOutputs, g, 1, b.getIndexAttr(0),
+                                  tensor::getMixedSize(b, loc, slotOutputs, 1));
           Value combineWeights = softmaxWeights(b, loc, lt, /*reducedDim=*/2);
-          SmallVector<OpFoldResult> tileSizes = sizesOf(b, loc, x);
-          tileSizes[1] = size;
+          SmallVector<OpFoldResult> tileSizes = {
+              b.getIndexAttr(1), size, tensor::getMixedSize(b, loc, x, 2)};
           Value mixed = reduce(
-              b, loc, ValueRange{combineWeights, slotOutputs}, tileSizes, 0.0,
+              b, loc, ValueRange{combineWeights, ys}, tileSizes, 0.0,
               {AffineMap::get(4, 0, {d(0), d(1), d(3)}, ctx), slotMap,
                AffineMap::get(4, 0, {d(0), d(1), d(2)}, ctx)},
               {kPar, kPar, kPar, kRed},
@@ -524,12 +616,8 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
                     convertScalar(b, loc, in[1], b.getF32Type()));
                 return arith::AddFOp::create(b, loc, acc, prod).getResult();
               });
-          SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), start,
-                                               b.getIndexAttr(0)};
-          return {tensor::InsertSliceOp::create(
-              b, loc, truncateTo(b, loc, mixed, type), state[0], offsets,
-              tileSizes, SmallVector<OpFoldResult>(3, b.getIndexAttr(1)))};
-        })[0];
+          return truncateTo(b, loc, mixed, type);
+        });
     b.replaceOp(op, y);
     return success();
   }

@@ -238,13 +238,15 @@ func.func @chosen_experts(%x: tensor<?x8x16xf32>, %tok: tensor<?x4x4xi64>,
 
 // -----
 
-// moe.soft_experts: the dispatch softmax over tokens is taken online, 64
-// tokens at a time (100 = 64 + 36): the running column maximum, sum and
-// slot accumulators are rescaled by exp(M_old - M_new) and the tile's
-// exp(L - M_new) mixed in; the slots are divided by the sum once. Each
-// expert's row block reads its slots from that mix, and the combine takes
-// the softmax over slots tile by tile, reading the expert outputs in place
-// (Ys[g, s] = out[s, g]). No [NG, 100, S] weight matrix is built.
+// moe.soft_experts: the dispatch is one parallel task per group and block
+// of (up to 32) slots, here one block of the 4. Its softmax over tokens is
+// taken online, 64 tokens at a time (100 = 64 + 36): the running column
+// maximum, sum and slot accumulators are rescaled by exp(M_old - M_new) and
+// the tile's exp(L - M_new) mixed in; the slots are divided by the sum once.
+// Each expert's row block reads its slots from that mix, and the combine is
+// one parallel task per group and tile of 64 tokens, taking the softmax over
+// slots and reading the expert outputs in place (Ys[g, s] = out[s, g]). No
+// [NG, 100, S] weight matrix is built.
 
 // CHECK-DAG:   #[[$TOKSLOT:.+]] = affine_map<(d0, d1, d2, d3) -> (d0, d3, d1)>
 // CHECK-DAG:   #[[$SLOTOUT:.+]] = affine_map<(d0, d1, d2, d3) -> (d3, d0, d2)>
@@ -252,34 +254,43 @@ func.func @chosen_experts(%x: tensor<?x8x16xf32>, %tok: tensor<?x4x4xi64>,
 // CHECK-SAME:  (%[[X:[a-z0-9]+]]: tensor<?x100x64xf32>, %[[L:[a-z0-9]+]]: tensor<?x100x4xf32>
 // CHECK-DAG:   %[[C64:.+]] = arith.constant 64 : index
 // CHECK-DAG:   %[[C100:.+]] = arith.constant 100 : index
-// CHECK:       %[[STATE:.+]]:3 = scf.for %[[I:.+]] = %{{.+}} to %[[C100]] step %[[C64]] iter_args(%[[M:.+]] = %{{.+}}, %[[Z:.+]] = %{{.+}}, %[[A:.+]] = %{{.+}}) -> (tensor<?x4xf32>, tensor<?x4xf32>, tensor<?x4x64xf32>)
-// CHECK:         %[[SIZE:.+]] = arith.minui %{{.+}}, %[[C64]] : index
-// CHECK:         %[[LT:.+]] = tensor.extract_slice %[[L]][0, %[[I]], 0] [%{{.+}}, %[[SIZE]], 4]
-// CHECK:         %[[XT:.+]] = tensor.extract_slice %[[X]][0, %[[I]], 0] [%{{.+}}, %[[SIZE]], 64]
-// CHECK:         %[[TMAX:.+]] = linalg.generic {{.+}} ins(%[[LT]] : tensor<?x?x4xf32>)
-// CHECK:           arith.maximumf
-// CHECK:         %[[RESCALE:.+]] = linalg.generic {{.+}} ins(%[[M]], %[[TMAX]] : tensor<?x4xf32>, tensor<?x4xf32>)
-// CHECK:           %[[NEWMAX:.+]] = arith.maximumf
-// CHECK:           %[[DIFF:.+]] = arith.subf %{{.+}}, %[[NEWMAX]]
-// CHECK:           math.exp %[[DIFF]]
-// CHECK:         %[[MNEW:.+]] = linalg.generic {{.+}} ins(%[[TMAX]] : tensor<?x4xf32>) outs(%[[M]] : tensor<?x4xf32>)
-// CHECK:         %[[W:.+]] = linalg.generic {{.+}} ins(%[[LT]], %[[MNEW]] : tensor<?x?x4xf32>, tensor<?x4xf32>)
-// CHECK:           math.exp
-// CHECK:         %[[ZS:.+]] = linalg.generic {{.+}} ins(%[[RESCALE]] : tensor<?x4xf32>) outs(%[[Z]] : tensor<?x4xf32>)
-// CHECK:         %[[ZNEW:.+]] = linalg.generic {{.+}} ins(%[[W]] : tensor<?x?x4xf32>) outs(%[[ZS]] : tensor<?x4xf32>)
-// CHECK:         %[[AS:.+]] = linalg.generic {{.+}} ins(%[[RESCALE]] : tensor<?x4xf32>) outs(%[[A]] : tensor<?x4x64xf32>)
-// CHECK:         %[[ANEW:.+]] = linalg.generic {indexing_maps = [#[[$TOKSLOT]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %[[XT]] : tensor<?x?x4xf32>, tensor<?x?x64xf32>) outs(%[[AS]] : tensor<?x4x64xf32>)
-// CHECK:         scf.yield %[[MNEW]], %[[ZNEW]], %[[ANEW]]
-// CHECK:       %[[XS:.+]] = linalg.generic {{.+}} ins(%[[STATE]]#2, %[[STATE]]#1 : tensor<?x4x64xf32>, tensor<?x4xf32>)
-// CHECK:         arith.divf
+// CHECK:       %[[XS:.+]] = scf.forall (%[[G:.+]]) in (%{{.+}}) shared_outs(%[[XSACC:.+]] = %{{.+}}) -> (tensor<?x4x64xf32>)
+// CHECK:         %[[XG:.+]] = tensor.extract_slice %[[X]][%[[G]], 0, 0] [1, 100, 64]
+// CHECK:         %[[LG:.+]] = tensor.extract_slice %[[L]][%[[G]], 0, 0] [1, 100, 4]
+// CHECK:         %[[STATE:.+]]:3 = scf.for %[[I:.+]] = %{{.+}} to %[[C100]] step %[[C64]] iter_args(%[[M:.+]] = %{{.+}}, %[[Z:.+]] = %{{.+}}, %[[A:.+]] = %{{.+}}) -> (tensor<1x?xf32>, tensor<1x4xf32>, tensor<1x4x64xf32>)
+// CHECK:           %[[SIZE:.+]] = arith.minui %{{.+}}, %[[C64]] : index
+// CHECK:           %[[LT:.+]] = tensor.extract_slice %[[LG]][0, %[[I]], 0] [1, %[[SIZE]], 4]
+// CHECK:           %[[XT:.+]] = tensor.extract_slice %[[XG]][0, %[[I]], 0] [1, %[[SIZE]], 64]
+// CHECK:           %[[TMAX:.+]] = linalg.generic {{.+}} ins(%[[LT]] : tensor<1x?x4xf32>)
+// CHECK:             arith.maximumf
+// CHECK:           %[[MOLD:.+]] = tensor.cast %[[M]]
+// CHECK:           %[[RESCALE:.+]] = linalg.generic {{.+}} ins(%[[MOLD]], %[[TMAX]] : tensor<1x4xf32>, tensor<1x4xf32>)
+// CHECK:             %[[NEWMAX:.+]] = arith.maximumf
+// CHECK:             %[[DIFF:.+]] = arith.subf %{{.+}}, %[[NEWMAX]]
+// CHECK:             math.exp %[[DIFF]]
+// CHECK:           %[[MNEW:.+]] = linalg.generic {{.+}} ins(%[[TMAX]] : tensor<1x4xf32>)
+// CHECK:           %[[W:.+]] = linalg.generic {{.+}} ins(%[[LT]], %[[MNEW]] : tensor<1x?x4xf32>, tensor<1x4xf32>)
+// CHECK:             math.exp
+// CHECK:           %[[ZS:.+]] = linalg.generic {{.+}} ins(%[[RESCALE]] : tensor<1x4xf32>) outs(%[[Z]] : tensor<1x4xf32>)
+// CHECK:           %[[ZNEW:.+]] = linalg.generic {{.+}} ins(%[[W]] : tensor<1x?x4xf32>) outs(%[[ZS]] : tensor<1x4xf32>)
+// CHECK:           %[[AS:.+]] = linalg.generic {{.+}} ins(%[[RESCALE]] : tensor<1x4xf32>) outs(%[[A]] : tensor<1x4x64xf32>)
+// CHECK:           %[[ANEW:.+]] = linalg.generic {indexing_maps = [#[[$TOKSLOT]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[W]], %[[XT]] : tensor<1x?x4xf32>, tensor<1x?x64xf32>) outs(%[[AS]] : tensor<1x4x64xf32>)
+// CHECK:           scf.yield %{{.+}}, %[[ZNEW]], %[[ANEW]]
+// CHECK:         %[[XSG:.+]] = linalg.generic {{.+}} ins(%[[STATE]]#2, %[[STATE]]#1 : tensor<1x4x64xf32>, tensor<1x4xf32>)
+// CHECK:           arith.divf
+// CHECK:         tensor.parallel_insert_slice %[[XSG]] into %[[XSACC]][%[[G]], 0, 0] [1, 4, 64]
 // CHECK:       %[[OUT:.+]] = scf.forall (%[[E:.+]], %{{.+}}) in (4, %{{.+}}) shared_outs
 // CHECK:         tensor.extract %[[XS]]
-// CHECK:       %[[Y:.+]] = scf.for %[[J:.+]] = %{{.+}} to %[[C100]] step %[[C64]] iter_args(%[[YACC:.+]] = %{{.+}}) -> (tensor<?x100x64xf32>)
-// CHECK:         %[[CW:.+]] = linalg.generic {indexing_maps = [#{{[a-z0-9]+}}, #{{[a-z0-9]+}}, #{{[a-z0-9]+}}, #{{[a-z0-9]+}}], iterator_types = ["parallel", "parallel", "parallel"]}
+// CHECK:       %[[Y:.+]] = scf.forall (%[[G2:.+]], %[[T:.+]]) in (%{{.+}}, 2) shared_outs(%[[YACC:.+]] = %{{.+}}) -> (tensor<?x100x64xf32>)
+// CHECK:         %[[J:.+]] = arith.muli %[[T]], %[[C64]]
+// CHECK:         %[[CSIZE:.+]] = arith.minui %{{.+}}, %[[C64]]
+// CHECK:         %[[LT2:.+]] = tensor.extract_slice %[[L]][%[[G2]], %[[J]], 0] [1, %[[CSIZE]], 4]
+// CHECK:         %[[OUTG:.+]] = tensor.extract_slice %[[OUT]][0, %[[G2]], 0] [4, 1, 64]
+// CHECK:         %[[CW:.+]] = linalg.generic {indexing_maps = [#{{[a-z0-9]+}}, #{{[a-z0-9]+}}, #{{[a-z0-9]+}}, #{{[a-z0-9]+}}], iterator_types = ["parallel", "parallel", "parallel"]} ins(%[[LT2]], %{{.+}}, %{{.+}} : tensor<1x?x4xf32>
 // CHECK:           math.exp
 // CHECK:           arith.divf
-// CHECK:         %[[MIX:.+]] = linalg.generic {indexing_maps = [{{.+}}, #[[$SLOTOUT]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[CW]], %[[OUT]] : tensor<?x?x4xf32>, tensor<4x?x64xf32>)
-// CHECK:         tensor.insert_slice %[[MIX]] into %[[YACC]][0, %[[J]], 0]
+// CHECK:         %[[MIX:.+]] = linalg.generic {indexing_maps = [{{.+}}, #[[$SLOTOUT]], {{.+}}], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[CW]], %[[OUTG]] : tensor<1x?x4xf32>, tensor<4x1x64xf32>)
+// CHECK:         tensor.parallel_insert_slice %[[MIX]] into %[[YACC]][%[[G2]], %[[J]], 0] [1, %[[CSIZE]], 64]
 // CHECK:       return %[[Y]]
 func.func @soft_experts(%x: tensor<?x100x64xf32>, %l: tensor<?x100x4xf32>,
                         %w1: tensor<4x64x32xf32>, %w2: tensor<4x32x64xf32>)
