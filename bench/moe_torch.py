@@ -2,7 +2,8 @@
 MoE layers are written in PyTorch (Hugging Face's SwitchTransformers loop
 over experts with index masks, einsum Soft MoE). Runs under Debian's
 python3-torch (/usr/bin/python3): reads a JSON config on stdin and prints
-the per-run times in milliseconds as JSON.
+the per-run times in milliseconds as JSON, or, as bench/run.py's worker
+("serve": true), runs the layer once for each line it reads.
 """
 
 import json
@@ -111,21 +112,38 @@ class SoftMoE:
         return x + y
 
 
-def main():
-    config = json.load(sys.stdin)
+def build(config):
     torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[config["dtype"]]
     layer = {"moe": TokenChoice, "expert_choice": ExpertChoice,
              "soft_moe": SoftMoE}[config["layer"]](config, dtype)
     x = torch.randn(config["batch"], config["seq_len"], config["d_model"]).to(dtype)
-    times = []
+    return layer, x
+
+
+def timed(layer, x):
+    start = time.perf_counter()
+    layer(x)
+    return (time.perf_counter() - start) * 1e3
+
+
+def main():
+    """Reads one request (JSON) from stdin. With "serve": true, warms up,
+    prints "ready", then runs the layer once for every line read and prints
+    its time in ms, until stdin closes; otherwise runs warmup + runs times
+    and prints the times as JSON."""
+    config = json.loads(sys.stdin.readline())
+    layer, x = build(config)
     with torch.no_grad():
-        for i in range(config["warmup"] + config["runs"]):
-            start = time.perf_counter()
+        for _ in range(config["warmup"]):
             layer(x)
-            if i >= config["warmup"]:
-                times.append((time.perf_counter() - start) * 1e3)
+        if config.get("serve"):
+            print("ready", flush=True)
+            for _ in sys.stdin:
+                print(f"{timed(layer, x):.6f}", flush=True)
+            return
+        times = [timed(layer, x) for _ in range(config["runs"])]
     print(json.dumps({"times_ms": times, "median_ms": statistics.median(times),
                       "torch": torch.__version__}))
 

@@ -4,7 +4,8 @@ For each configuration of issue 6 it times Switchyard fused (the default
 CPU pipeline, through the switchyard package), Switchyard with fusion off
 (`compile(..., fusion=False)`, as `moec --no-fusion`), and PyTorch eager
 written from SEMANTICS.md (bench/moe_torch.py under Debian's python3-torch,
-in a subprocess), and measures the machine's ceilings in the same run: sgemm
+in a worker subprocess), the three in turn, run by run, and measures the
+machine's ceilings in the same run, before every configuration: sgemm
 GFLOP/s (numpy/OpenBLAS, 2048^3) and the FMA peak (bench/kernels/fma_peak.c,
 2 threads) for compute-bound layers, copy bandwidth
 (one numpy copy, read + write bytes) for the weight-bound Soft MoE layer.
@@ -112,37 +113,79 @@ def model_of(config, batch=None, experts=None, dense=False):
                     name=config["name"], blocks=[block])
 
 
-def time_interleaved(models, config, batch, runs):
-    """Times each compiled model once per round, the models in turn, so that
-    drift in the machine's speed (clock, other tenants of the VM) falls on
-    all of them alike. Returns each model's times and useful FLOPs."""
+# libomp's threads spin for 200 ms (KMP_BLOCKTIME) after a parallel region:
+# a run of the other process waits that long, so that it has both CPUs.
+SETTLE_S = 0.25
+
+
+class TorchWorker:
+    """PyTorch eager (bench/moe_torch.py under Debian's python3) in a
+    subprocess that runs the layer once per call, so that its runs can take
+    turns with Switchyard's. None when PyTorch cannot run here."""
+
+    @classmethod
+    def start(cls, config, batch, experts=None):
+        request = dict(config, batch=batch, threads=2, warmup=1, serve=True)
+        if experts:
+            request["experts"] = experts
+        try:
+            proc = subprocess.Popen([TORCH_PYTHON, str(HERE / "moe_torch.py")],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True)
+        except OSError:
+            return None
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            proc.wait()
+            return None
+        return cls(proc)
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def __call__(self):
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def time_interleaved(models, config, batch, runs, torch=None):
+    """Times each compiled model once per round, the models in turn (then
+    PyTorch's worker, when given), so that drift in the machine's speed
+    (clock, other tenants of the VM) falls on all of them alike. Returns
+    each model's times and useful FLOPs, and PyTorch's times (or None)."""
     x = np.random.default_rng(1).standard_normal(
         (batch, config["seq_len"], config["d_model"]), dtype=np.float32)
     if config["dtype"] == "bf16":
         x = x.astype(ml_dtypes.bfloat16)
     flops = [model(x, seed=0).useful_flops for model in models]  # warm-up; binds the weights
     times = [[] for _ in models]
+    torch_times = [] if torch else None
     for _ in range(runs):
+        if torch:
+            time.sleep(SETTLE_S)
         for model, model_times in zip(models, times):
             start = time.perf_counter()
             model(x, seed=0)
             model_times.append((time.perf_counter() - start) * 1e3)
-    return list(zip(times, flops))
+        if torch:
+            time.sleep(SETTLE_S)
+            torch_times.append(torch())
+    if torch:
+        torch.close()
+    return list(zip(times, flops)), torch_times
 
 
-def time_switchyard(compiled, config, batch, runs):
-    return time_interleaved([compiled], config, batch, runs)[0]
-
-
-def time_torch(config, batch, runs, experts=None):
-    request = dict(config, batch=batch, threads=2, warmup=1, runs=runs)
-    if experts:
-        request["experts"] = experts
-    proc = subprocess.run([TORCH_PYTHON, str(HERE / "moe_torch.py")], input=json.dumps(request),
-                          capture_output=True, text=True)
-    if proc.returncode:
-        return None
-    return json.loads(proc.stdout)["times_ms"]
+def time_against_torch(models, config, batch, runs, experts=None):
+    """time_interleaved with PyTorch's runs taking their turn."""
+    return time_interleaved(models, config, batch, runs,
+                            TorchWorker.start(config, batch, experts))
 
 
 def weight_bytes(compiled):
@@ -176,36 +219,58 @@ def main():
     parser.add_argument("--no-scaling", action="store_true")
     args = parser.parse_args()
 
-    gemm = sgemm_gflops(args.runs)
-    peak = fma_peak_gflops()
-    bandwidth = copy_gbps(args.runs)
+    # The ceilings are taken before every configuration, and each is the
+    # best of all its measurements: the VM's slow spells (other tenants)
+    # only ever lower a measurement, and can last minutes.
+    ceilings = {"sgemm": [], "peak": [], "copy": []}
+
+    def measure_ceilings():
+        ceilings["sgemm"].append(sgemm_gflops(args.runs))
+        peak = fma_peak_gflops()
+        if peak:
+            ceilings["peak"].append(peak)
+        ceilings["copy"].append(copy_gbps(args.runs))
+
+    only = set(args.only.split(",")) if args.only else None
+    glue, rows = [], []
+    for config in CONFIGS:
+        if only and config["name"] not in only:
+            continue
+        measure_ceilings()
+        print(f"# timing {config['name']}", file=sys.stderr, flush=True)
+        compiled = sy.compile(model_of(config))
+        [(sy_times, flops), (off_times, _)], torch_times = time_against_torch(
+            [compiled, sy.compile(model_of(config), fusion=False)], config, config["batch"],
+            args.runs)
+        rows.append((config, flops, sy_times, off_times, torch_times, weight_bytes(compiled)))
+        if config["layer"] == "moe" and config["top_k"] == 1:
+            glue.append(config)
+    measure_ceilings()
+
+    gemm = max(ceilings["sgemm"])
+    peak = max(ceilings["peak"]) if ceilings["peak"] else None
+    bandwidth = max(ceilings["copy"])
     print(f"# Switchyard CPU benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
           f"{os.cpu_count()} CPUs")
     peak_text = f"{peak:.0f} GFLOP/s" if peak else "n/a"
-    print(f"# ceilings measured now: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
+    print(f"# ceilings: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
           f"FMA peak {peak_text} (bench/kernels/fma_peak.c, 2 threads), "
           f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
-    print("# ceilings are the best of their runs (the VM's other tenants only ever slow a "
-          "run down)")
+    print("# each ceiling is the best of its measurements before every configuration and "
+          "at the end (the VM's other tenants only ever slow a run down); copy ranged "
+          f"{min(ceilings['copy']):.1f}-{bandwidth:.1f} GB/s, sgemm "
+          f"{min(ceilings['sgemm']):.0f}-{gemm:.0f} GFLOP/s")
     print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
-          "fused = the default pipeline, fusion off = compile(fusion=False), the two run "
-          "in turn; "
+          "fused = the default pipeline, fusion off = compile(fusion=False); fused, fusion "
+          "off and PyTorch (a worker process) run in turn, "
+          f"{SETTLE_S * 1e3:.0f} ms apart when the process changes; "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES')}")
     print()
     header = ("| config | B | useful GFLOP | fused ms | fusion off ms | PyTorch eager ms "
               "| vs PyTorch | fused vs off | useful GFLOP/s | vs ceiling |")
     print(header)
     print("|" + "---|" * 10)
-    only = set(args.only.split(",")) if args.only else None
-    glue = []
-    for config in CONFIGS:
-        if only and config["name"] not in only:
-            continue
-        compiled = sy.compile(model_of(config))
-        (sy_times, flops), (off_times, _) = time_interleaved(
-            [compiled, sy.compile(model_of(config), fusion=False)], config, config["batch"],
-            args.runs)
-        torch_times = time_torch(config, config["batch"], args.runs)
+    for config, flops, sy_times, off_times, torch_times, nbytes in rows:
         med = statistics.median(sy_times)
         speedup = (f"{statistics.median(torch_times) / med:.2f}x" if torch_times else "n/a")
         rate = flops / (med * 1e6)
@@ -214,14 +279,12 @@ def main():
             if peak:
                 ceiling += f", {rate / peak:.0%} of FMA peak"
         else:
-            stream_ms = weight_bytes(compiled) / (bandwidth * 1e9) * 1e3
+            stream_ms = nbytes / (bandwidth * 1e9) * 1e3
             ceiling = f"{med / stream_ms:.2f}x weight stream ({stream_ms:.0f} ms)"
         print(f"| {config['name']} | {config['batch']} | {flops / 1e9:.2f} | {fmt(sy_times)} | "
               f"{fmt(off_times)} | {fmt(torch_times)} | {speedup} | "
               f"{statistics.median(off_times) / med:.2f}x | {rate:.1f} | {ceiling} |",
               flush=True)
-        if config["layer"] == "moe" and config["top_k"] == 1:
-            glue.append(config)
 
     if glue:
         print("\n# routing glue: the block minus a dense FFN over the same tokens\n")
@@ -232,7 +295,7 @@ def main():
         # the kept rows' products (a slight overestimate of them). The block
         # and the FFN run in turn, so the difference is not the drift
         # between two measurements minutes apart.
-        (block_times, _), (ffn_times, _) = time_interleaved(
+        [(block_times, _), (ffn_times, _)], _ = time_interleaved(
             [sy.compile(model_of(config)), sy.compile(model_of(config, dense=True))],
             config, config["batch"], args.runs)
         med, ffn = statistics.median(block_times), statistics.median(ffn_times)
@@ -248,8 +311,7 @@ def main():
     compiled = sy.compile(model_of(switch))
     for batch in (1, 4, 16, 64):
         runs = max(2, args.runs // (1 + batch // 16))
-        sy_times, flops = time_switchyard(compiled, switch, batch, runs)
-        torch_times = time_torch(switch, batch, runs)
+        [(sy_times, flops)], torch_times = time_against_torch([compiled], switch, batch, runs)
         print(f"| {batch} | {fmt(sy_times)} | {fmt(torch_times)} | "
               f"{flops / (statistics.median(sy_times) * 1e6):.1f} |", flush=True)
     print("\n# scaling with the experts at fixed tokens (switch config, B=4)\n")
@@ -257,8 +319,8 @@ def main():
     print("|---|---|---|---|")
     for experts in (8, 32, 128):
         compiled = sy.compile(model_of(switch, experts=experts))
-        sy_times, flops = time_switchyard(compiled, switch, 4, args.runs)
-        torch_times = time_torch(switch, 4, args.runs, experts=experts)
+        [(sy_times, flops)], torch_times = time_against_torch([compiled], switch, 4, args.runs,
+                                                              experts=experts)
         print(f"| {experts} | {fmt(sy_times)} | {fmt(torch_times)} | "
               f"{flops / (statistics.median(sy_times) * 1e6):.1f} |", flush=True)
 
