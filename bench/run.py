@@ -74,19 +74,37 @@ def sgemm_gflops(runs):
     return 2 * 2048 ** 3 / min(times) / 1e9
 
 
-def fma_peak_gflops():
-    """The FMA peak with 2 threads (bench/kernels/fma_peak.c), built with the
-    project's clang; None when it cannot be built here."""
+def run_kernel(name, *args):
+    """Builds bench/kernels/NAME.c with the project's clang and returns what
+    it prints; None when it cannot be built here."""
     with tempfile.TemporaryDirectory() as tmp:
-        exe = pathlib.Path(tmp) / "fma_peak"
+        exe = pathlib.Path(tmp) / name
         build = subprocess.run([os.environ.get("CC", "clang-22"), "-O3", "-march=native",
-                                "-fopenmp", str(HERE / "kernels" / "fma_peak.c"), "-o",
+                                "-fopenmp", str(HERE / "kernels" / f"{name}.c"), "-o",
                                 str(exe)], capture_output=True, text=True)
         if build.returncode:
-            print(f"# fma_peak.c did not build: {build.stderr.strip()}", file=sys.stderr)
+            print(f"# {name}.c did not build: {build.stderr.strip()}", file=sys.stderr)
             return None
-        return float(subprocess.run([str(exe), "2"], capture_output=True, text=True,
-                                    check=True).stdout)
+        return subprocess.run([str(exe), *args], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def fma_peak_gflops():
+    """The FMA peak with 2 threads (bench/kernels/fma_peak.c)."""
+    out = run_kernel("fma_peak", "2")
+    return float(out) if out else None
+
+
+def read_gbps():
+    """Read-only bandwidth with 2 threads (bench/kernels/read_bandwidth.c,
+    2.4 GB): what streaming weights can reach, for context beside copy."""
+    out = run_kernel("read_bandwidth")
+    if not out:
+        return None
+    for line in out.splitlines():
+        if line.startswith("2 threads"):
+            return float(line.split()[-2])
+    return None
 
 
 def copy_gbps(runs):
@@ -222,13 +240,14 @@ def main():
     # The ceilings are taken before every configuration, and each is the
     # best of all its measurements: the VM's slow spells (other tenants)
     # only ever lower a measurement, and can last minutes.
-    ceilings = {"sgemm": [], "peak": [], "copy": []}
+    ceilings = {"sgemm": [], "peak": [], "copy": [], "read": []}
 
     def measure_ceilings():
         ceilings["sgemm"].append(sgemm_gflops(args.runs))
-        peak = fma_peak_gflops()
-        if peak:
-            ceilings["peak"].append(peak)
+        for key, measure in (("peak", fma_peak_gflops), ("read", read_gbps)):
+            value = measure()
+            if value:
+                ceilings[key].append(value)
         ceilings["copy"].append(copy_gbps(args.runs))
 
     only = set(args.only.split(",")) if args.only else None
@@ -250,12 +269,15 @@ def main():
     gemm = max(ceilings["sgemm"])
     peak = max(ceilings["peak"]) if ceilings["peak"] else None
     bandwidth = max(ceilings["copy"])
+    read = max(ceilings["read"]) if ceilings["read"] else None
     print(f"# Switchyard CPU benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
           f"{os.cpu_count()} CPUs")
     peak_text = f"{peak:.0f} GFLOP/s" if peak else "n/a"
     print(f"# ceilings: sgemm {gemm:.0f} GFLOP/s (numpy/OpenBLAS 2048^3), "
           f"FMA peak {peak_text} (bench/kernels/fma_peak.c, 2 threads), "
-          f"copy {bandwidth:.1f} GB/s (numpy, read+write)")
+          f"copy {bandwidth:.1f} GB/s (numpy, read+write); read "
+          + (f"{read:.1f} GB/s" if read else "n/a")
+          + " (bench/kernels/read_bandwidth.c, 2 threads, for context)")
     print("# each ceiling is the best of its measurements before every configuration and "
           "at the end (the VM's other tenants only ever slow a run down); copy ranged "
           f"{min(ceilings['copy']):.1f}-{bandwidth:.1f} GB/s, sgemm "
@@ -281,6 +303,9 @@ def main():
         else:
             stream_ms = nbytes / (bandwidth * 1e9) * 1e3
             ceiling = f"{med / stream_ms:.2f}x weight stream ({stream_ms:.0f} ms)"
+            if read:
+                read_ms = nbytes / (read * 1e9) * 1e3
+                ceiling += f"; {med / read_ms:.2f}x at the read bandwidth ({read_ms:.0f} ms)"
         print(f"| {config['name']} | {config['batch']} | {flops / 1e9:.2f} | {fmt(sy_times)} | "
               f"{fmt(off_times)} | {fmt(torch_times)} | {speedup} | "
               f"{statistics.median(off_times) / med:.2f}x | {rate:.1f} | {ceiling} |",

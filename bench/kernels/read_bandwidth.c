@@ -1,4 +1,5 @@
-// Read bandwidth with 1 and 2 OpenMP threads (bench/RESULTS.md, session 2):
+// Read bandwidth with 1 and 2 OpenMP threads (bench/RESULTS.md, session 2);
+// bench/run.py reports the 2-thread figure beside the copy ceiling:
 //   clang-22 -O3 -march=native -fopenmp bench/kernels/read_bandwidth.c -o /tmp/read_bw
 #include <immintrin.h>
 #include <omp.h>
