@@ -117,9 +117,21 @@ public:
 private:
   /// Reports `msg` at `node` (only the first error is kept) and returns
   /// false, so checks read `return error(...)`.
+  /// Whether `loc` points into the description. A node that the YAML
+  /// parser built while recovering from a syntax error (invalid UTF-8 in a
+  /// flow mapping, say) can start elsewhere, and SourceMgr must not be
+  /// asked where that is.
+  bool inBuffer(SMLoc loc) const {
+    return loc.isValid() && sourceMgr.FindBufferContainingLoc(loc) != 0;
+  }
+
   bool error(yaml::Node *node, const Twine &msg) {
-    if (message.empty())
-      stream.printError(node, msg);
+    if (message.empty()) {
+      if (node && inBuffer(node->getSourceRange().Start))
+        stream.printError(node, msg);
+      else
+        stream.printError(SMRange(), msg);
+    }
     return false;
   }
 
@@ -345,8 +357,10 @@ bool Parser::parseBlocks(yaml::Node *node, ModelDescription &model) {
 
 bool Parser::parseBlock(yaml::MappingNode *node, unsigned index,
                         BlockDescription &block) {
-  std::tie(block.line, block.column) =
-      sourceMgr.getLineAndColumn(node->getSourceRange().Start);
+  SMLoc start = node->getSourceRange().Start;
+  if (!inBuffer(start))
+    return error(node, "block " + Twine(index) + " is not valid YAML");
+  std::tie(block.line, block.column) = sourceMgr.getLineAndColumn(start);
   SmallVector<Entry> entries;
   StringMap<unsigned> seen;
   for (yaml::KeyValueNode &kv : *node) {
