@@ -115,8 +115,6 @@ public:
   Expected<ModelDescription> parse();
 
 private:
-  /// Reports `msg` at `node` (only the first error is kept) and returns
-  /// false, so checks read `return error(...)`.
   /// Whether `loc` points into the description. A node that the YAML
   /// parser built while recovering from a syntax error (invalid UTF-8 in a
   /// flow mapping, say) can start elsewhere, and SourceMgr must not be
@@ -125,6 +123,9 @@ private:
     return loc.isValid() && sourceMgr.FindBufferContainingLoc(loc) != 0;
   }
 
+  /// Reports `msg` at `node` (only the first error is kept; without a
+  /// location when the node's is not in the description) and returns
+  /// false, so checks read `return error(...)`.
   bool error(yaml::Node *node, const Twine &msg) {
     if (message.empty()) {
       if (node && inBuffer(node->getSourceRange().Start))
