@@ -60,3 +60,51 @@ func.func @prefetch(%a: memref<256x8xf32>, %b: memref<256x32xbf16>, %acc: vector
   }
   return %r : vector<8x32xf32>
 }
+
+// A loop over register tiles: while one tile runs its reduction, the next
+// tile's accumulator rows are prefetched, every 64-byte line of them, when
+// there is a next tile.
+// CHECK-LABEL: func.func @next_accumulator
+// CHECK: scf.for %[[T:.+]] = %{{.+}} to %[[TILES:.+]] step %[[STEP:.+]] {
+// CHECK:   vector.load %{{.+}}[%[[T]], %{{.+}}, %{{.+}}] : memref<?x2x32xf32>, vector<32xf32>
+// CHECK:   vector.load %{{.+}}[%[[T]], %{{.+}}, %{{.+}}] : memref<?x2x32xf32>, vector<32xf32>
+// CHECK:   %[[NEXT:.+]] = arith.addi %[[T]], %[[STEP]] : index
+// CHECK:   %[[MORE:.+]] = arith.cmpi slt, %[[NEXT]], %[[TILES]] : index
+// CHECK:   scf.if %[[MORE]] {
+// CHECK:     memref.prefetch %[[C:.+]][%[[NEXT]], %[[R0:.+]], %[[C0:.+]]], read, locality<3>, data : memref<?x2x32xf32>
+// CHECK:     %[[C16:.+]] = arith.addi %[[C0]], %{{.+}} : index
+// CHECK:     memref.prefetch %[[C]][%[[NEXT]], %[[R0]], %[[C16]]], read
+// CHECK:     memref.prefetch %[[C]][%[[NEXT]], %[[R1:.+]], %[[C0]]], read
+// CHECK:     memref.prefetch %[[C]][%[[NEXT]], %[[R1]], %{{.+}}], read
+// CHECK-NOT: memref.prefetch
+// CHECK:   }
+// CHECK:   scf.for
+// CHECK:     memref.prefetch %{{.+}} : memref<?x256x32xf32>
+// CHECK-NOT: memref.prefetch
+// CHECK:     vector.fma
+func.func @next_accumulator(%a: memref<?x256x2xf32>, %b: memref<?x256x32xf32>, %c: memref<?x2x32xf32>, %tiles: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c256 = arith.constant 256 : index
+  scf.for %t = %c0 to %tiles step %c1 {
+    %r0 = vector.load %c[%t, %c0, %c0] : memref<?x2x32xf32>, vector<32xf32>
+    %r1 = vector.load %c[%t, %c1, %c0] : memref<?x2x32xf32>, vector<32xf32>
+    %zero = arith.constant dense<0.0> : vector<2x32xf32>
+    %i0 = vector.insert %r0, %zero [0] : vector<32xf32> into vector<2x32xf32>
+    %init = vector.insert %r1, %i0 [1] : vector<32xf32> into vector<2x32xf32>
+    %r = scf.for %k = %c0 to %c256 step %c1 iter_args(%acc = %init) -> (vector<2x32xf32>) {
+      %row = vector.load %b[%c0, %k, %c0] : memref<?x256x32xf32>, vector<32xf32>
+      %col = vector.load %a[%t, %k, %c0] : memref<?x256x2xf32>, vector<2xf32>
+      %x = vector.extract %col[0] : f32 from vector<2xf32>
+      %xb = vector.broadcast %x : f32 to vector<2x32xf32>
+      %wb = vector.broadcast %row : vector<32xf32> to vector<2x32xf32>
+      %n = vector.fma %xb, %wb, %acc : vector<2x32xf32>
+      scf.yield %n : vector<2x32xf32>
+    }
+    %s0 = vector.extract %r[0] : vector<32xf32> from vector<2x32xf32>
+    %s1 = vector.extract %r[1] : vector<32xf32> from vector<2x32xf32>
+    vector.store %s0, %c[%t, %c0, %c0] : memref<?x2x32xf32>, vector<32xf32>
+    vector.store %s1, %c[%t, %c1, %c0] : memref<?x2x32xf32>, vector<32xf32>
+  }
+  return
+}

@@ -160,6 +160,13 @@ def SwitchyardLowerVectors
     Packed weights are read in order, so this is the data the loop needs
     next. Measured on the Soft MoE B/16 block at B=8, which is bound by
     reading its weights: bf16 136 to 95 ms, f32 about 168 to 158 ms.
+
+    And in each loop over register tiles, before a tile's reduction loop,
+    it prefetches the accumulator rows the next tile will load (when there
+    is a next tile). They are a block's partial sums, in the L2 cache or
+    memory, and every tile used to start by waiting on them. Measured on
+    the expert-choice block (B=4, S=512, D=768, F=3072, E=8): one thread
+    212 to 202 ms, two threads 114 to 105 ms.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
