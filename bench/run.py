@@ -219,10 +219,11 @@ def fmt(times):
 
 
 # glibc returns every large buffer to the system when it is freed, so a
-# library's temporaries fault their pages in again on every call. The
-# executables moec writes keep them (mallopt in lib/Runtime/Main.cpp); the
-# benchmark gives its whole process tree, PyTorch's subprocess included, the
-# same setting through glibc's tunables.
+# library's temporaries fault their pages in again on every call.
+# Switchyard's artifacts keep theirs in the runtime's own allocator
+# (lib/Runtime/Workspace.cpp); PyTorch's CPU allocator does not, so the
+# benchmark gives its whole process tree, PyTorch's subprocess included,
+# glibc tunables that keep freed memory in the heap.
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
 
 

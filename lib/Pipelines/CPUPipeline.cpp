@@ -102,7 +102,11 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   // convert-vector-to-llvm then lowers.
   pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createConvertVectorToLLVMPass());
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  // Allocations call the runtime's allocator (lib/Runtime/Workspace.cpp),
+  // which keeps a run's freed buffers for the next run.
+  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
+  memrefToLLVM.useGenericFunctions = true;
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
   pm.addPass(createSCFToControlFlowPass());
   if (options.parallel)
     pm.addPass(createConvertOpenMPToLLVMPass());

@@ -23,8 +23,6 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/xxhash.h"
 
-#include <malloc.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -220,13 +218,6 @@ void writeStats(raw_ostream &os, const Manifest &m, const RunStats &stats,
 int main(int argc, char **argv) {
   program = argc > 0 ? argv[0] : "model";
   Options o = parseArgs(argc, argv);
-  // The compiled code allocates its intermediate tensors on every run. Keep
-  // freed memory in the heap instead of returning large blocks to the
-  // kernel, so that later runs do not page-fault their buffers in again.
-  // (The executable owns its process; the shared library leaves malloc
-  // alone.)
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (o.threads > 0)
     omp_set_num_threads(int(o.threads));
 

@@ -479,7 +479,7 @@ std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
     }
   }
   for (int64_t p : toFree)
-    std::free(reinterpret_cast<void *>(p));
+    freeCompiled(reinterpret_cast<void *>(p));
   if (failure)
     return failure;
   if (stats)

@@ -16,6 +16,7 @@
 #define SWITCHYARD_RUNTIME_MODEL_H
 
 #include "Formats.h"
+#include "Workspace.h"
 
 #include "llvm/Support/Error.h"
 
@@ -117,7 +118,7 @@ private:
   std::vector<const char *> weightData;
   /// Per weight, its packed copy (allocated by switchyard_prepack) or null.
   struct Free {
-    void operator()(void *p) const { std::free(p); }
+    void operator()(void *p) const { freeCompiled(p); }
   };
   std::vector<std::unique_ptr<void, Free>> packedAllocations;
   std::vector<const char *> packedData;

@@ -3,10 +3,12 @@
 A test builds a `func.func` at the layer level of the moe dialect, and
 `compile_function` lowers it with the named CPU pipeline
 (`moe-opt --switchyard-cpu-pipeline`), translates it to LLVM IR
-(`mlir-translate`), and links it into a shared library with clang-22 and
-OpenMP. `CompiledFunction.__call__` passes numpy arrays as memref
-descriptors through the `llvm.emit_c_interface` wrapper and returns the
-results as numpy arrays (copied out, the callee's buffers freed).
+(`mlir-translate`), and links it into a shared library with clang-22,
+OpenMP and the runtime's allocator (the compiled code allocates its buffers
+from it; the library exports `harness_free` for the results).
+`CompiledFunction.__call__` passes numpy arrays as memref descriptors
+through the `llvm.emit_c_interface` wrapper and returns the results as numpy
+arrays (copied out, the callee's buffers freed).
 """
 
 import ctypes
@@ -33,8 +35,16 @@ MLIR_TYPES = {
 }
 NUMPY_TYPES = {v: k for k, v in MLIR_TYPES.items()}
 
-_libc = ctypes.CDLL(None)
-_libc.free.argtypes = [ctypes.c_void_p]
+# Exported from each library: frees a result through the allocator of the
+# runtime (lib/Runtime/Workspace.cpp), whose functions the library keeps
+# hidden.
+_HARNESS_FREE = """
+#include <stddef.h>
+void _mlir_memref_to_llvm_free(void *);
+__attribute__((visibility("default"))) void harness_free(void *p) {
+  _mlir_memref_to_llvm_free(p);
+}
+"""
 
 
 def tensor_type(shape, dtype):
@@ -96,6 +106,8 @@ class CompiledFunction:
         self._lib = ctypes.CDLL(str(library))
         self._fn = getattr(self._lib, "_mlir_ciface_" + name)
         self._fn.restype = None
+        self._free = self._lib.harness_free
+        self._free.argtypes = [ctypes.c_void_p]
         self.result_types = result_types  # [(rank, numpy dtype)]
 
     def __call__(self, *arrays):
@@ -123,7 +135,7 @@ class CompiledFunction:
         for view in views:
             if view.allocated and view.allocated not in freed:
                 freed.add(view.allocated)
-                _libc.free(view.allocated)
+                self._free(view.allocated)
         return outs
 
 
@@ -148,6 +160,9 @@ def compile_function(mlir_text, name, result_types, workdir=None,
     # dlopen caches libraries by path: a new text gets a new file name.
     digest = hashlib.sha1(mlir_text.encode()).hexdigest()[:12]
     library = workdir / f"lib{name}-{digest}.so"
+    free_src = workdir / "harness_free.c"
+    free_src.write_text(_HARNESS_FREE)
     _run(["clang-22", "-O2", "-shared", "-fPIC", "-fopenmp",
-          "-Wno-override-module", ll, "-o", library, "-lm"], "clang-22")
+          "-Wno-override-module", ll, free_src, BUILD / "lib" / "libSwitchyardRuntime.a",
+          "-o", library, "-lm", "-lstdc++"], "clang-22")
     return CompiledFunction(library, name, result_types)

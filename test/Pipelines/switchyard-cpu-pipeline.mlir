@@ -42,9 +42,15 @@
 // LOOPS:         scf.parallel
 // LOOPS-NOT:     linalg.
 
+// Buffers come from the runtime's allocator (lib/Runtime/Workspace.cpp),
+// which keeps them from one run to the next, not from malloc.
+// LLVM-NOT:   llvm.func @malloc
 // LLVM-LABEL: llvm.func @block
+// LLVM:       llvm.call @_mlir_memref_to_llvm_alloc
+// LLVM:       llvm.call @_mlir_memref_to_llvm_free
 // LLVM:       llvm.func @_mlir_ciface_block
 // LLVM-NOT:   moe.
+// LLVM-NOT:   llvm.func @malloc
 
 // BAD: for the --stop-after option: Cannot find option named 'bogus'!
 
