@@ -174,10 +174,11 @@ class TorchWorker:
 
 
 def time_interleaved(models, config, batch, runs, torch=None):
-    """Times each compiled model once per round, the models in turn (then
-    PyTorch's worker, when given), so that drift in the machine's speed
-    (clock, other tenants of the VM) falls on all of them alike. Returns
-    each model's times and useful FLOPs, and PyTorch's times (or None)."""
+    """Times each compiled model once per round, the models in turn (each
+    round starting with the next one; then PyTorch's worker, when given), so
+    that drift in the machine's speed (clock, other tenants of the VM) falls
+    on all of them alike. Returns each model's times and useful FLOPs, and
+    PyTorch's times (or None)."""
     x = np.random.default_rng(1).standard_normal(
         (batch, config["seq_len"], config["d_model"]), dtype=np.float32)
     if config["dtype"] == "bf16":
@@ -185,10 +186,13 @@ def time_interleaved(models, config, batch, runs, torch=None):
     flops = [model(x, seed=0).useful_flops for model in models]  # warm-up; binds the weights
     times = [[] for _ in models]
     torch_times = [] if torch else None
-    for _ in range(runs):
+    for round_ in range(runs):
         if torch:
             time.sleep(SETTLE_S)
-        for model, model_times in zip(models, times):
+        # The first model after the pause wakes libomp's sleeping threads:
+        # each round, another model goes first.
+        order = [(round_ + i) % len(models) for i in range(len(models))]
+        for model, model_times in ((models[i], times[i]) for i in order):
             start = time.perf_counter()
             model(x, seed=0)
             model_times.append((time.perf_counter() - start) * 1e3)
