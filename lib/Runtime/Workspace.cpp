@@ -25,6 +25,7 @@
 
 #include "Workspace.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -68,7 +69,7 @@ Cache &cache() {
 /// that runs at nearby batch sizes share blocks, and to 64 bytes.
 size_t capacityOf(size_t size) {
   size_t step = 64;
-  for (size_t p = 1024; p <= size; p <<= 1)
+  for (size_t p = 1024; p && p <= size; p <<= 1)
     step = p / 8;
   return (size + step - 1) / step * step;
 }
@@ -84,6 +85,9 @@ extern "C" void *_mlir_memref_to_llvm_alloc(size_t size) {
 #ifdef SWITCHYARD_ASAN
   return std::malloc(size);
 #else
+  // No request that large can be met; rounding it up would overflow.
+  if (size > SIZE_MAX / 2)
+    return nullptr;
   size_t capacity = capacityOf(size);
   if (cacheable(capacity)) {
     Cache &c = cache();
