@@ -92,17 +92,16 @@ bool prefetchInIteration(OpBuilder &b, vector::LoadOp load, scf::ForOp loop,
   for (Value index : load.getIndices())
     indices.push_back(mapping.lookupOrDefault(index));
   VectorType type = load.getVectorType();
-  int64_t bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
   int64_t lineElements = kCacheLineBytes * 8 / type.getElementTypeBitWidth();
+  int64_t lines =
+      firstLineOnly ? 1 : llvm::divideCeil(type.getNumElements(), lineElements);
   Location loc = load.getLoc();
-  Value last = indices.back();
-  for (int64_t offset = 0; offset * type.getElementTypeBitWidth() / 8 < bytes;
-       offset += lineElements) {
-    if (offset && firstLineOnly)
-      break;
-    if (offset)
+  Value first = indices.back();
+  for (int64_t line = 0; line < lines; ++line) {
+    if (line)
       indices.back() = arith::AddIOp::create(
-          b, loc, last, arith::ConstantIndexOp::create(b, loc, offset));
+          b, loc, first,
+          arith::ConstantIndexOp::create(b, loc, line * lineElements));
     memref::PrefetchOp::create(b, loc, mapping.lookupOrDefault(load.getBase()),
                                indices, /*isWrite=*/false,
                                /*localityHint=*/3, /*isDataCache=*/true);
