@@ -101,7 +101,11 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   // are unrolled into calls with vector.extract/insert, which
   // convert-vector-to-llvm then lowers.
   pm.addPass(createConvertMathToLibmPass());
-  pm.addPass(createConvertVectorToLLVMPass());
+  // Row reductions (norms, softmax sums) add their vector's lanes as a
+  // tree: in order, a 768-element sum would be 768 dependent additions.
+  ConvertVectorToLLVMPassOptions vectorToLLVM;
+  vectorToLLVM.reassociateFPReductions = true;
+  pm.addPass(createConvertVectorToLLVMPass(vectorToLLVM));
   // Allocations call the runtime's allocator (lib/Runtime/Workspace.cpp),
   // which keeps a run's freed buffers for the next run.
   FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;

@@ -98,6 +98,20 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
   return p;
 }
 
+/// Tile sizes by loop: `outer` for the outer dimensions of a product with
+/// `numLoops` loops, then `m`, `n` and `k`.
+SmallVector<OpFoldResult> tileSizes(MLIRContext *ctx, unsigned numLoops,
+                                    const ProductDims &dims, int64_t outer,
+                                    int64_t m, int64_t n, int64_t k) {
+  SmallVector<int64_t> all(numLoops, 0);
+  for (unsigned d : dims.outer)
+    all[d] = outer;
+  all[dims.m] = m;
+  all[dims.n] = n;
+  all[dims.k] = k;
+  return getAsIndexOpFoldResult(ctx, all);
+}
+
 /// Marks the multiply and add of `op`'s body `contract`, so that LLVM fuses
 /// them into one FMA; named ops are generalized first to get a body.
 LogicalResult allowContraction(IRRewriter &rewriter, linalg::LinalgOp op) {
@@ -240,15 +254,8 @@ struct TileMatmulsPass
         blockN = ranges[dims.n];
       }
     }
-    // Tile sizes by loop: `outer` for the outer dimensions, then m, n, k.
     auto sizes = [&](int64_t outer, int64_t m, int64_t n, int64_t k) {
-      SmallVector<int64_t> all(numLoops, 0);
-      for (unsigned d : dims.outer)
-        all[d] = outer;
-      all[dims.m] = m;
-      all[dims.n] = n;
-      all[dims.k] = k;
-      return getAsIndexOpFoldResult(ctx, all);
+      return tileSizes(ctx, numLoops, dims, outer, m, n, k);
     };
 
     // Blocks for threads: one expert, thread-tile-m x thread-tile-n outputs.
@@ -260,6 +267,44 @@ struct TileMatmulsPass
     if (failed(outer))
       return failure();
 
+    // Rows past the last full register tile, when the block's rows are not
+    // a multiple of register-tile-m (196 tokens a Soft MoE group), go to a
+    // second part whose register tiles are one row high, so that they are
+    // vectorized too instead of running one scalar FMA at a time.
+    bool stream = dims.packed && op->hasAttr(kStreamWeights);
+    Operation *block = outer->tiledOps.front();
+    SmallVector<std::pair<Operation *, int64_t>> parts = {{block, tileM}};
+    if (!dims.packed && tileM > 1) {
+      rewriter.setInsertionPoint(block);
+      auto tiling = cast<TilingInterface>(block);
+      OpFoldResult rows = tiling.getIterationDomain(rewriter)[dims.m].size;
+      AffineExpr s0 = getAffineSymbolExpr(0, ctx);
+      OpFoldResult fullRows = affine::makeComposedFoldedAffineApply(
+          rewriter, block->getLoc(), s0.floorDiv(tileM) * tileM, {rows});
+      auto [full, rest] = linalg::splitOp(rewriter, tiling, dims.m, fullRows);
+      if (!full)
+        return block->emitError("cannot split a block's rows");
+      parts = {{full, tileM}};
+      if (rest)
+        parts.push_back({rest, 1});
+    }
+    for (auto [part, rowsPerTile] : parts)
+      if (failed(tileBlock(rewriter, part, dims, rowsPerTile, tileN, stream)))
+        return failure();
+    return success();
+  }
+
+  /// Tiles a thread block of a product into panels and register tiles of
+  /// `tileM` x `tileN`; `stream` orders a packed product's column tiles
+  /// outside its panels.
+  LogicalResult tileBlock(IRRewriter &rewriter, Operation *block,
+                          const ProductDims &dims, int64_t tileM, int64_t tileN,
+                          bool stream) {
+    MLIRContext *ctx = &getContext();
+    unsigned numLoops = cast<linalg::LinalgOp>(block).getNumLoops();
+    auto sizes = [&](int64_t outer, int64_t m, int64_t n, int64_t k) {
+      return tileSizes(ctx, numLoops, dims, outer, m, n, k);
+    };
     // Reduction blocks: a register-tile-n wide panel of the right operand
     // over reduction-tile-k steps stays in the L1 cache while every row
     // tile of the block passes over it.
@@ -277,7 +322,6 @@ struct TileMatmulsPass
       return order;
     };
     scf::SCFTilingOptions panels;
-    bool stream = dims.packed && op->hasAttr(kStreamWeights);
     if (stream) {
       panels.setTileSizes(sizes(0, 0, tileN, reductionTileK));
       panels.setInterchange(others({dims.m, dims.n, dims.k}));
@@ -285,7 +329,7 @@ struct TileMatmulsPass
       panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
     }
     FailureOr<scf::SCFTilingResult> middle =
-        tileOnce(rewriter, outer->tiledOps.front(), panels, "the reduction");
+        tileOnce(rewriter, block, panels, "the reduction");
     if (failed(middle))
       return failure();
 

@@ -7,6 +7,13 @@
 // the model or hidden width. Lowered as they are, they run one scalar a step
 // (a divide per element in the RMS norm). This pass tiles each of them into
 // one row segment of a static width at a time and vectorizes the segment.
+// Row reductions (sums of squares, softmax maxima and sums) are vectorized
+// one whole row at a time.
+//
+// An op whose payload never reads its init (a residual addition that
+// convert-elementwise-to-linalg wrote into its first operand) gets a
+// tensor.empty init first: bufferized as it was, the init was copied into
+// the result buffer, one scalar a step, before the op overwrote it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -59,6 +66,38 @@ int64_t segmentWidth(linalg::GenericOp op) {
   return extent <= kSegment ? extent : 0;
 }
 
+/// Longest row a reduction vectorizes whole (48 AVX-512 vectors of f32).
+constexpr int64_t kMaxReductionRow = 768;
+
+/// Whether `op` reduces rows along its innermost loop and is vectorized
+/// here one row at a time: every other iterator parallel, one tensor
+/// result that does not index the innermost loop, the innermost loop
+/// contiguous (or broadcast) in every input, with a static extent of whole
+/// AVX-512 vectors.
+bool isRowReduction(linalg::GenericOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
+      op.getNumReductionLoops() != 1 || op.getNumLoops() < 2)
+    return false;
+  unsigned inner = op.getNumLoops() - 1;
+  if (!linalg::isReductionIterator(op.getIteratorTypesArray()[inner]))
+    return false;
+  AffineExpr innerExpr = getAffineDimExpr(inner, op.getContext());
+  for (AffineMap map : op.getIndexingMapsArray()) {
+    if (!map.isProjectedPermutation())
+      return false;
+    ArrayRef<AffineExpr> results = map.getResults();
+    for (unsigned i = 0; i + 1 < results.size(); ++i)
+      if (results[i] == innerExpr)
+        return false;
+  }
+  if (llvm::is_contained(op.getIndexingMapsArray().back().getResults(),
+                         innerExpr))
+    return false;
+  int64_t extent = op.getStaticLoopRanges()[inner];
+  return !ShapedType::isDynamic(extent) && extent % 16 == 0 &&
+         extent <= kMaxReductionRow;
+}
+
 /// Elements from which an op's segments run as parallel tasks.
 constexpr int64_t kParallelElements = 1 << 15;
 
@@ -74,16 +113,34 @@ bool isLarge(linalg::GenericOp op) {
   return elements >= kParallelElements;
 }
 
+/// Gives `op` a tensor.empty init when its payload does not read the init:
+/// every element is written, so the init's values are dead.
+void dropUnreadInit(RewriterBase &rewriter, linalg::GenericOp op) {
+  OpOperand *init = op.getDpsInitOperand(0);
+  if (op.payloadUsesValueFromOperand(init) ||
+      init->get().getDefiningOp<tensor::EmptyOp>())
+    return;
+  rewriter.setInsertionPoint(op);
+  Value empty = tensor::EmptyOp::create(
+      rewriter, op.getLoc(),
+      tensor::getMixedSizes(rewriter, op.getLoc(), init->get()),
+      getElementTypeOrSelf(init->get().getType()));
+  rewriter.modifyOpInPlace(op, [&] { init->set(empty); });
+}
+
 struct VectorizeElementwisePass
     : switchyard::impl::SwitchyardVectorizeElementwiseBase<
           VectorizeElementwisePass> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     MLIRContext *ctx = &getContext();
+    // (op, segment width); a width of 0 tiles a row reduction by rows.
     SmallVector<std::pair<linalg::GenericOp, int64_t>> ops;
     func.walk([&](linalg::GenericOp op) {
       if (int64_t width = segmentWidth(op))
         ops.push_back({op, width});
+      else if (isRowReduction(op))
+        ops.push_back({op, 0});
     });
     // Folds the tile sizes of each segment to constants, so that its shape
     // is static.
@@ -95,6 +152,8 @@ struct VectorizeElementwisePass
     FrozenRewritePatternSet folds(std::move(foldPatterns));
     IRRewriter rewriter(ctx);
     for (auto [op, width] : ops) {
+      if (width)
+        dropUnreadInit(rewriter, op);
       SmallVector<int64_t> sizes(op.getNumLoops(), 1);
       sizes.back() = width;
       scf::SCFTilingOptions options;
@@ -119,7 +178,7 @@ struct VectorizeElementwisePass
     // vectorizer does not support stays scalar.
     SmallVector<linalg::GenericOp> segments;
     func.walk([&](linalg::GenericOp op) {
-      if (segmentWidth(op) && op.getNumLoops() > 0 && !op.hasDynamicShape())
+      if ((segmentWidth(op) || isRowReduction(op)) && !op.hasDynamicShape())
         segments.push_back(op);
     });
     for (linalg::GenericOp op : segments) {

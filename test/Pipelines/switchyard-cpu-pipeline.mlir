@@ -69,3 +69,22 @@ func.func @block(%x: tensor<?x8x16xf32>, %wr: tensor<16x4xf32>,
       -> (tensor<?x8x16xf32>, tensor<f32>, tensor<f32>, tensor<4xi64>, tensor<i64>, tensor<i64>, tensor<i64>)
   return %y#0 : tensor<?x8x16xf32>
 }
+
+// A norm and a residual addition. The norm's sum of squares is a vector a
+// row, its lanes added as a tree (reassoc), not in order. The residual
+// addition writes a fresh buffer without first copying %x into it: %x is
+// read only by the norm's two passes and the addition, each vectorized.
+// LOOPS-LABEL: func.func @norm_residual
+// LOOPS-SAME:    (%[[X:.+]]: memref<?x8x16xf32>
+// LOOPS-NOT:     memref.load %[[X]]
+// LOOPS:         vector.reduction <add>, {{.+}} : vector<16xf32> into f32
+// LOOPS-NOT:     memref.load %[[X]]
+// LOOPS:         return
+// LLVM-LABEL: llvm.func @norm_residual
+// LLVM:       "llvm.intr.vector.reduce.fadd"({{.+}}) <{fastmathFlags = #llvm.fastmath<reassoc>}> : (f32, vector<16xf32>) -> f32
+func.func @norm_residual(%x: tensor<?x8x16xf32>, %w: tensor<16xf32>) -> tensor<?x8x16xf32>
+    attributes {llvm.emit_c_interface} {
+  %n = moe.norm rms %x, %w : (tensor<?x8x16xf32>, tensor<16xf32>) -> tensor<?x8x16xf32>
+  %y = moe.residual %x, %n : tensor<?x8x16xf32>
+  return %y : tensor<?x8x16xf32>
+}

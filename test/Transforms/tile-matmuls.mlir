@@ -2,9 +2,11 @@
 
 // Blocks for threads (scf.forall), reduction panels, register tiles with the
 // columns outside the rows; full register tiles become a vector.contract
-// whose 4x16 accumulator is carried through the reduction loop; the row
-// remainder (the batch is dynamic) stays scalar, generalized so that its
-// multiply and add are marked `contract` (one rounding, as the FMAs).
+// whose 4x16 accumulator is carried through the reduction loop. The batch is
+// dynamic, so a block's rows are split: the multiple of 4 goes to the 4x16
+// tiles, the rest to tiles of one row, vectorized too. An edge tile (the
+// columns past the last multiple of 16) stays scalar, generalized so that
+// its multiply and add are marked `contract` (one rounding, as the FMAs).
 
 // CHECK-LABEL: func.func @matmul
 // CHECK: scf.forall ({{.*}}) = (0, 0) to (%{{.*}}, 96) step (16, 64)
@@ -15,8 +17,16 @@
 // CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[A:.*]] = %[[ACC]]) -> ({{.*}}, vector<4x16xf32>)
 // CHECK:           vector.contract {{.*}} %[[A]] : vector<4x16x1xf32>, vector<4x16x1xf32> into vector<4x16xf32>
 // CHECK:         vector.transfer_write {{.*}} : vector<4x16xf32>, tensor<4x16xf32>
-// CHECK:       scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4
-// CHECK:         linalg.generic {{.*}} ins({{.*}} : tensor<?x1xf32>, tensor<1x16xf32>)
+// The rows past the last multiple of 4, one a tile:
+// CHECK:   scf.for %{{.*}} = %c0 to %c64 step %c32
+// CHECK:     scf.for %{{.*}} = %c0 to %{{.*}} step %c16
+// CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:         %[[ROW:.*]] = vector.transfer_read {{.*}} : tensor<1x16xf32>, vector<16xf32>
+// CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[R:.*]] = %[[ROW]]) -> ({{.*}}, vector<16xf32>)
+// CHECK:           vector.contract {{.*}} %[[R]] : vector<16x1xf32>, vector<16x1xf32> into vector<16xf32>
+// CHECK:     scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c16
+// CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:         linalg.generic {{.*}} ins({{.*}} : tensor<1x1xf32>, tensor<1x?xf32>)
 // CHECK:           arith.mulf {{.*}} fastmath<contract> : f32
 // CHECK:           arith.addf {{.*}} fastmath<contract> : f32
 func.func @matmul(%a: tensor<?x64xf32>, %b: tensor<64x96xf32>, %c: tensor<?x96xf32>) -> tensor<?x96xf32> {

@@ -93,3 +93,92 @@ func.func @dynamic_rows(%x: tensor<8x?xf32>, %out: tensor<8x?xf32>) -> tensor<8x
   } -> tensor<8x?xf32>
   return %0 : tensor<8x?xf32>
 }
+
+// -----
+
+// A residual addition as convert-elementwise-to-linalg writes it: into its
+// first operand, whose values the payload never reads. The init becomes a
+// tensor.empty, so that bufferization does not copy %x into the result
+// before the op overwrites it.
+
+// CHECK-LABEL: func.func @unread_init
+// CHECK-SAME:    (%[[X:.+]]: tensor<?x8x128xf32>, %[[F:.+]]: tensor<?x8x128xf32>)
+// CHECK:       %[[E:.+]] = tensor.empty(%{{.+}}) : tensor<?x8x128xf32>
+// CHECK:       scf.forall {{.+}} shared_outs(%{{.+}} = %[[E]])
+// CHECK:         arith.addf {{.+}} : vector<1x1x64xf32>
+#res = affine_map<(g, t, d) -> (g, t, d)>
+func.func @unread_init(%x: tensor<?x8x128xf32>, %f: tensor<?x8x128xf32>) -> tensor<?x8x128xf32> {
+  %0 = linalg.generic {indexing_maps = [#res, #res, #res],
+                       iterator_types = ["parallel", "parallel", "parallel"]}
+      ins(%x, %f : tensor<?x8x128xf32>, tensor<?x8x128xf32>)
+      outs(%x : tensor<?x8x128xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %s = arith.addf %a, %b : f32
+    linalg.yield %s : f32
+  } -> tensor<?x8x128xf32>
+  return %0 : tensor<?x8x128xf32>
+}
+
+// -----
+
+// A row reduction (the RMS norm's sum of squares): one row at a time, its
+// 128 elements a vector, reduced with the row's accumulator. The init is
+// read, so it stays.
+
+// CHECK-LABEL: func.func @row_sum
+// CHECK-SAME:    (%[[X:.+]]: tensor<?x8x128xf32>, %[[ACC:.+]]: tensor<?x8xf32>)
+// CHECK:       scf.forall (%{{.+}}, %{{.+}}) in (%{{.+}}, 8) shared_outs(%{{.+}} = %[[ACC]])
+// CHECK:         %[[V:.+]] = vector.transfer_read {{.+}} vector<1x1x128xf32>
+// CHECK:         %[[SQ:.+]] = arith.mulf %[[V]], %[[V]] : vector<1x1x128xf32>
+// CHECK:         vector.multi_reduction <add>, %[[SQ]], %{{.+}} [2] : vector<1x1x128xf32> to vector<1x1xf32>
+// CHECK-NOT:   linalg.generic
+#row = affine_map<(g, t, d) -> (g, t, d)>
+#acc = affine_map<(g, t, d) -> (g, t)>
+func.func @row_sum(%x: tensor<?x8x128xf32>, %acc: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %0 = linalg.generic {indexing_maps = [#row, #acc],
+                       iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x : tensor<?x8x128xf32>) outs(%acc : tensor<?x8xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %sq = arith.mulf %a, %a : f32
+    %s = arith.addf %o, %sq : f32
+    linalg.yield %s : f32
+  } -> tensor<?x8xf32>
+  return %0 : tensor<?x8xf32>
+}
+
+// -----
+
+// Reductions this pass leaves alone: along a strided dimension (a column
+// sum), and along a row that is not whole AVX-512 vectors.
+
+// CHECK-LABEL: func.func @column_sum
+// CHECK-NOT:   vector.
+// CHECK:       linalg.generic
+#col_in = affine_map<(j, i) -> (i, j)>
+#col_out = affine_map<(j, i) -> (j)>
+func.func @column_sum(%x: tensor<768x128xf32>, %acc: tensor<128xf32>) -> tensor<128xf32> {
+  %0 = linalg.generic {indexing_maps = [#col_in, #col_out],
+                       iterator_types = ["parallel", "reduction"]}
+      ins(%x : tensor<768x128xf32>) outs(%acc : tensor<128xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %s = arith.addf %o, %a : f32
+    linalg.yield %s : f32
+  } -> tensor<128xf32>
+  return %0 : tensor<128xf32>
+}
+
+// CHECK-LABEL: func.func @short_row
+// CHECK-NOT:   vector.
+// CHECK:       linalg.generic
+#short_in = affine_map<(i, j) -> (i, j)>
+#short_out = affine_map<(i, j) -> (i)>
+func.func @short_row(%x: tensor<64x4xf32>, %acc: tensor<64xf32>) -> tensor<64xf32> {
+  %0 = linalg.generic {indexing_maps = [#short_in, #short_out],
+                       iterator_types = ["parallel", "reduction"]}
+      ins(%x : tensor<64x4xf32>) outs(%acc : tensor<64xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %s = arith.maximumf %o, %a : f32
+    linalg.yield %s : f32
+  } -> tensor<64xf32>
+  return %0 : tensor<64xf32>
+}
