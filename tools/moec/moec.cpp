@@ -45,6 +45,7 @@ enum class Emit { Exe, Lib, Obj, LLVMIR, MLIR };
 enum class Target { CPU };
 
 cl::OptionCategory moecCategory("moec options");
+cl::OptionCategory mlirCategory("MLIR options (timing and IR printing)");
 
 cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.yaml|model.mlir>"),
                                cl::Required, cl::cat(moecCategory));
@@ -85,7 +86,8 @@ cl::opt<bool> noParallel("no-parallel",
                          cl::init(false), cl::cat(moecCategory));
 cl::opt<bool> noFusion("no-fusion",
                        cl::desc("Do not run the moe fusion passes "
-                                "(moe-fuse-experts)"),
+                                "(moe-fuse-router, moe-fuse-experts, "
+                                "moe-fuse-soft)"),
                        cl::init(false), cl::cat(moecCategory));
 cl::opt<bool> sanitize("sanitize",
                        cl::desc("Link the runtime built with AddressSanitizer "
@@ -237,7 +239,13 @@ int main(int argc, char **argv) {
   registerPassManagerCLOptions();
   registerDefaultTimingManagerCLOptions();
   registerAsmPrinterCLOptions();
-  cl::HideUnrelatedOptions({&moecCategory, &cl::getGeneralCategory()});
+  // MLIR's options (--mlir-timing, --mlir-print-ir-after-all, ...) are listed;
+  // LLVM's hundreds of code generation options, for every backend linked in,
+  // still parse but stay out of --help (--help-hidden lists them).
+  for (auto &entry : cl::getRegisteredOptions())
+    if (entry.first.starts_with("mlir-"))
+      entry.second->addCategory(mlirCategory);
+  cl::HideUnrelatedOptions({&moecCategory, &mlirCategory});
   cl::ParseCommandLineOptions(
       argc, argv,
       "moec: the Switchyard compiler\n\n"
