@@ -66,14 +66,16 @@ int64_t segmentWidth(linalg::GenericOp op) {
   return extent <= kSegment ? extent : 0;
 }
 
-/// Longest row a reduction vectorizes whole (48 AVX-512 vectors of f32).
-constexpr int64_t kMaxReductionRow = 768;
+/// Elements of a row reduction's chunk: a longer row is reduced one chunk
+/// at a time (16 AVX-512 vectors of f32), each chunk's lanes added as a tree
+/// into the row's accumulator.
+constexpr int64_t kReductionChunk = 256;
 
 /// Whether `op` reduces rows along its innermost loop and is vectorized
 /// here one row at a time: every other iterator parallel, one tensor
 /// result that does not index the innermost loop, the innermost loop
 /// contiguous (or broadcast) in every input, with a static extent of whole
-/// AVX-512 vectors.
+/// AVX-512 vectors that is at most one chunk or whole chunks.
 bool isRowReduction(linalg::GenericOp op) {
   if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
       op.getNumReductionLoops() != 1 || op.getNumLoops() < 2)
@@ -95,7 +97,7 @@ bool isRowReduction(linalg::GenericOp op) {
     return false;
   int64_t extent = op.getStaticLoopRanges()[inner];
   return !ShapedType::isDynamic(extent) && extent % 16 == 0 &&
-         extent <= kMaxReductionRow;
+         (extent <= kReductionChunk || extent % kReductionChunk == 0);
 }
 
 /// Elements from which an op's segments run as parallel tasks.
@@ -171,8 +173,27 @@ struct VectorizeElementwisePass
         return signalPassFailure();
       }
       rewriter.replaceOp(op, tiled->replacements);
-      (void)applyOpPatternsGreedily(
-          SmallVector<Operation *>{tiled->tiledOps.front()}, folds);
+      Operation *segment = tiled->tiledOps.front();
+      (void)applyOpPatternsGreedily(SmallVector<Operation *>{segment}, folds);
+      // A long row reduction: a sequential loop over its chunks, carrying
+      // the row's accumulator.
+      int64_t extent = op.getStaticLoopRanges().back();
+      if (!width && extent > kReductionChunk) {
+        SmallVector<int64_t> chunks(op.getNumLoops(), 0);
+        chunks.back() = kReductionChunk;
+        scf::SCFTilingOptions chunking;
+        chunking.setTileSizes(getAsIndexOpFoldResult(ctx, chunks));
+        rewriter.setInsertionPoint(segment);
+        FailureOr<scf::SCFTilingResult> chunked = scf::tileUsingSCF(
+            rewriter, cast<TilingInterface>(segment), chunking);
+        if (failed(chunked)) {
+          segment->emitError("cannot tile a row reduction into chunks");
+          return signalPassFailure();
+        }
+        rewriter.replaceOp(segment, chunked->replacements);
+        (void)applyOpPatternsGreedily(
+            SmallVector<Operation *>{chunked->tiledOps.front()}, folds);
+      }
     }
     // Vectorize the segments whose shapes are static; a segment the
     // vectorizer does not support stays scalar.

@@ -182,3 +182,26 @@ func.func @short_row(%x: tensor<64x4xf32>, %acc: tensor<64xf32>) -> tensor<64xf3
   } -> tensor<64xf32>
   return %0 : tensor<64xf32>
 }
+
+// -----
+
+// A row longer than a chunk (1024 elements: top-2's model width) is reduced
+// 256 elements at a time, in a loop that carries the row's accumulator.
+
+// CHECK-LABEL: func.func @long_row
+// CHECK:       scf.forall
+// CHECK:         scf.for %{{.+}} = %c0 to %c1024 step %c256
+// CHECK:           vector.multi_reduction <add>, {{.+}} [1] : vector<1x256xf32> to vector<1xf32>
+#long_in = affine_map<(i, j) -> (i, j)>
+#long_out = affine_map<(i, j) -> (i)>
+func.func @long_row(%x: tensor<2048x1024xf32>, %acc: tensor<2048xf32>) -> tensor<2048xf32> {
+  %0 = linalg.generic {indexing_maps = [#long_in, #long_out],
+                       iterator_types = ["parallel", "reduction"]}
+      ins(%x : tensor<2048x1024xf32>) outs(%acc : tensor<2048xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %sq = arith.mulf %a, %a : f32
+    %s = arith.addf %o, %sq : f32
+    linalg.yield %s : f32
+  } -> tensor<2048xf32>
+  return %0 : tensor<2048xf32>
+}

@@ -137,10 +137,12 @@ def SwitchyardVectorizeElementwise
     either way, element by element.
 
     Row reductions (every loop parallel but the innermost, a reduction
-    along a contiguous row of whole AVX-512 vectors, at most 768 elements:
-    the norms' sums of squares, the Soft MoE softmaxes' maxima and sums)
-    are tiled one row at a time and vectorized into a
-    `vector.multi_reduction`; the pipeline adds its lanes as a tree
+    along a contiguous row of whole AVX-512 vectors: the norms' sums of
+    squares, the Soft MoE softmaxes' maxima and sums) are tiled one row at
+    a time, a row longer than 256 elements into a loop over chunks of 256
+    (its length must then be a multiple of 256), and each row or chunk is
+    vectorized into a `vector.multi_reduction`; the pipeline adds its lanes
+    as a tree
     (`reassociate-fp-reductions`), so a reduction's sum may round
     differently from an in-order one. An op whose payload never reads its
     init (a residual addition written into its first operand) gets a
