@@ -265,4 +265,8 @@ def test_runs_reuse_their_buffers():
         result = compiled(x, seed=0)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     np.testing.assert_array_equal(result.output, first.output)
-    assert faults < buffers_pages // 4, (faults, buffers_pages)
+    # Without the cache, the five runs fault about 21000 pages. The count is
+    # the whole process's: numpy's output arrays and glibc's heap trims add
+    # to it (659 pages in one CI worker that had run other tests, 0-18 a run
+    # in a fresh process), so the bound is one hidden layer's pages.
+    assert faults < buffers_pages, (faults, buffers_pages)
