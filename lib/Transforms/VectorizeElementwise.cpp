@@ -37,6 +37,21 @@ namespace {
 /// Elements of a row segment: four AVX-512 vectors of f32.
 constexpr int64_t kSegment = 64;
 
+/// Whether every operand of `op` is indexed by loops alone (a projected
+/// permutation) and has its innermost loop, where present, as its innermost
+/// dimension: contiguous, or broadcast when absent.
+bool isInnerLoopContiguous(linalg::GenericOp op) {
+  AffineExpr innerExpr =
+      getAffineDimExpr(op.getNumLoops() - 1, op.getContext());
+  for (AffineMap map : op.getIndexingMapsArray()) {
+    if (!map.isProjectedPermutation())
+      return false;
+    if (llvm::is_contained(map.getResults().drop_back(), innerExpr))
+      return false; // strided along the innermost loop
+  }
+  return true;
+}
+
 /// The segment width for `op`, or 0 when it is not vectorized here: every
 /// iterator parallel, one tensor result, and the innermost loop either the
 /// innermost dimension of an operand (contiguous) or absent from it
@@ -46,15 +61,9 @@ int64_t segmentWidth(linalg::GenericOp op) {
       op.getNumReductionLoops() != 0 || op.getNumLoops() == 0)
     return 0;
   unsigned inner = op.getNumLoops() - 1;
+  if (!isInnerLoopContiguous(op))
+    return 0;
   AffineExpr innerExpr = getAffineDimExpr(inner, op.getContext());
-  for (AffineMap map : op.getIndexingMapsArray()) {
-    if (!map.isProjectedPermutation())
-      return 0;
-    ArrayRef<AffineExpr> results = map.getResults();
-    for (unsigned i = 0; i + 1 < results.size(); ++i)
-      if (results[i] == innerExpr)
-        return 0; // strided along the innermost loop
-  }
   AffineMap out = op.getIndexingMapsArray().back();
   if (out.getNumResults() == 0 || out.getResults().back() != innerExpr)
     return 0;
@@ -83,15 +92,9 @@ bool isRowReduction(linalg::GenericOp op) {
   unsigned inner = op.getNumLoops() - 1;
   if (!linalg::isReductionIterator(op.getIteratorTypesArray()[inner]))
     return false;
+  if (!isInnerLoopContiguous(op))
+    return false;
   AffineExpr innerExpr = getAffineDimExpr(inner, op.getContext());
-  for (AffineMap map : op.getIndexingMapsArray()) {
-    if (!map.isProjectedPermutation())
-      return false;
-    ArrayRef<AffineExpr> results = map.getResults();
-    for (unsigned i = 0; i + 1 < results.size(); ++i)
-      if (results[i] == innerExpr)
-        return false;
-  }
   if (llvm::is_contained(op.getIndexingMapsArray().back().getResults(),
                          innerExpr))
     return false;
@@ -156,7 +159,11 @@ struct VectorizeElementwisePass
     for (auto [op, width] : ops) {
       if (width)
         dropUnreadInit(rewriter, op);
-      SmallVector<int64_t> sizes(op.getNumLoops(), 1);
+      unsigned numLoops = op.getNumLoops();
+      // A long row reduction is reduced a chunk at a time.
+      bool chunked =
+          !width && op.getStaticLoopRanges().back() > kReductionChunk;
+      SmallVector<int64_t> sizes(numLoops, 1);
       sizes.back() = width;
       scf::SCFTilingOptions options;
       options.setTileSizes(getAsIndexOpFoldResult(ctx, sizes));
@@ -177,22 +184,21 @@ struct VectorizeElementwisePass
       (void)applyOpPatternsGreedily(SmallVector<Operation *>{segment}, folds);
       // A long row reduction: a sequential loop over its chunks, carrying
       // the row's accumulator.
-      int64_t extent = op.getStaticLoopRanges().back();
-      if (!width && extent > kReductionChunk) {
-        SmallVector<int64_t> chunks(op.getNumLoops(), 0);
-        chunks.back() = kReductionChunk;
+      if (chunked) {
+        SmallVector<int64_t> chunkSizes(numLoops, 0);
+        chunkSizes.back() = kReductionChunk;
         scf::SCFTilingOptions chunking;
-        chunking.setTileSizes(getAsIndexOpFoldResult(ctx, chunks));
+        chunking.setTileSizes(getAsIndexOpFoldResult(ctx, chunkSizes));
         rewriter.setInsertionPoint(segment);
-        FailureOr<scf::SCFTilingResult> chunked = scf::tileUsingSCF(
+        FailureOr<scf::SCFTilingResult> chunks = scf::tileUsingSCF(
             rewriter, cast<TilingInterface>(segment), chunking);
-        if (failed(chunked)) {
+        if (failed(chunks)) {
           segment->emitError("cannot tile a row reduction into chunks");
           return signalPassFailure();
         }
-        rewriter.replaceOp(segment, chunked->replacements);
+        rewriter.replaceOp(segment, chunks->replacements);
         (void)applyOpPatternsGreedily(
-            SmallVector<Operation *>{chunked->tiledOps.front()}, folds);
+            SmallVector<Operation *>{chunks->tiledOps.front()}, folds);
       }
     }
     // Vectorize the segments whose shapes are static; a segment the
