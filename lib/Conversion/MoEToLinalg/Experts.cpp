@@ -287,21 +287,38 @@ Value switchyard::lowering::buildRowBlockMLPs(
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(forall.getTerminator());
   Value e = forall.getInductionVar(0);
-  // A block past its expert's rows is empty; its start is clamped so that
-  // its (empty) slice stays inside the output.
-  Value start = arith::MinUIOp::create(
-      b, loc, arith::MulIOp::create(b, loc, forall.getInductionVar(1), block),
-      paddedRows);
-  // rows = min(block, roundUp(max(count - start, 0), 8)): row counts are
-  // rounded up to the register tile, so that no block ends in a scalar edge
-  // tile.
-  Value left = arith::MaxSIOp::create(
-      b, loc, arith::SubIOp::create(b, loc, count(b, loc, e), start),
-      indexConst(b, loc, 0));
+  // An expert's rows are split into as few blocks of at most kRowBlock rows
+  // as hold them, each with as many register tiles as the others give or
+  // take one: 290 rows are blocks of 144 and 152, not 256 and 40. A block of
+  // few rows would stream all of the expert's weights for little work.
+  // Blocks are whole register tiles (row counts rounded up to 8), so that no
+  // block ends in a scalar edge tile; blocks past the expert's last are
+  // empty and start at its rounded-up row count, inside the output.
   Value multiple = indexConst(b, loc, kPackRows);
-  Value rounded = arith::MulIOp::create(
-      b, loc, arith::CeilDivUIOp::create(b, loc, left, multiple), multiple);
-  Value rows = arith::MinUIOp::create(b, loc, rounded, block);
+  Value zero = indexConst(b, loc, 0);
+  Value one = indexConst(b, loc, 1);
+  Value tiles = arith::CeilDivUIOp::create(
+      b, loc,
+      arith::MaxSIOp::create(b, loc, count(b, loc, e), zero).getResult(),
+      multiple);
+  Value parts = arith::MaxUIOp::create(
+      b, loc,
+      arith::CeilDivUIOp::create(b, loc, tiles,
+                                 indexConst(b, loc, kRowBlock / kPackRows))
+          .getResult(),
+      one);
+  // The first row of block j of `parts`: 8 * floor(min(j, parts) * tiles /
+  // parts).
+  auto blockStart = [&](Value j) -> Value {
+    Value clamped = arith::MinUIOp::create(b, loc, j, parts);
+    Value tile = arith::DivUIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, clamped, tiles), parts);
+    return arith::MulIOp::create(b, loc, tile, multiple);
+  };
+  Value j = forall.getInductionVar(1);
+  Value start = blockStart(j);
+  Value rows = arith::SubIOp::create(
+      b, loc, blockStart(arith::AddIOp::create(b, loc, j, one)), start);
 
   // The block's rows: [rows, D], or packed [rows / 8, D, 8] in f32 (the
   // model dtype's values, widened exactly; loops (mt, d, i), row mt * 8 + i).

@@ -177,8 +177,10 @@ constexpr int64_t kRowBlock = 256;
 mlir::Value roundUpToPackRows(mlir::OpBuilder &b, mlir::Location loc,
                               mlir::Value rows);
 
-/// Expert MLPs by row blocks: one parallel task per (expert e, block of
-/// kRowBlock rows) reads the block's rows through `element(e, r, d)` (the
+/// Expert MLPs by row blocks: one parallel task per (expert e, block of at
+/// most kRowBlock rows; an expert's rows are split into as few blocks as hold
+/// them, of nearly equal sizes) reads the block's rows through
+/// `element(e, r, d)` (the
 /// model-dtype value of row r, column d; rows up to `count(e)` rounded up
 /// to 8 are read, so rows past count(e) must still be readable), runs e's
 /// MLP on them (packed products when canPack), and writes them to

@@ -151,15 +151,19 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 
 // moe.routed_experts: a compaction loop gives each expert its kept rows
 // (rowToken) and each assignment its row (slotOf); one parallel task per
-// (expert, 256-row block) gathers its rows from x, rounds their count up to
-// the 8-row register tile, and runs the MLP on them alone; the combine reads
-// each kept assignment's row. The output is as tall as the most rows an
-// expert can own, rounded up to 8; a block's start is clamped to it.
+// (expert, block) gathers its rows from x and runs the MLP on them alone; the
+// combine reads each kept assignment's row. An expert's count, rounded up to
+// the 8-row register tile, is split into ceil(tiles / 32) blocks (at most 256
+// rows each) of nearly equal numbers of tiles: block j starts at tile
+// floor(min(j, parts) * tiles / parts), so blocks past the last are empty.
+// The output is as tall as the most rows an expert can own, rounded up to 8.
 
 // CHECK-LABEL: func.func @routed_experts
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x8x16xf32>, %[[E:[a-z0-9]+]]: tensor<?x8x1xi64>, %[[K:[a-z0-9]+]]: tensor<?x8x1xi1>, %[[G:[a-z0-9]+]]: tensor<?x8x1xf32>, %[[W1:[a-z0-9]+]]: tensor<4x16x32xf32>, %[[W2:[a-z0-9]+]]: tensor<4x32x16xf32>)
+// CHECK-DAG:   %[[C1:.+]] = arith.constant 1 : index
 // CHECK-DAG:   %[[C3:.+]] = arith.constant 3 : index
 // CHECK-DAG:   %[[C8:.+]] = arith.constant 8 : index
+// CHECK-DAG:   %[[C32:.+]] = arith.constant 32 : index
 // CHECK-DAG:   %[[C256:.+]] = arith.constant 256 : index
 // CHECK:       %[[NG:.+]] = tensor.dim %[[X]]
 // CHECK:       %[[MAXROWS:.+]] = arith.muli %[[NG]], %[[C3]] : index
@@ -171,11 +175,20 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // CHECK:       %[[XF:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0, 1], [2]]
 // CHECK:       %[[NBLOCKS:.+]] = arith.ceildivui %[[MAXROWS]], %[[C256]] : index
 // CHECK:       %[[OUT:.+]] = scf.forall (%[[EI:.+]], %[[BI:.+]]) in (4, %[[NBLOCKS]]) shared_outs(%[[O:.+]] = %{{.+}}) -> (tensor<4x?x16xf32>)
-// CHECK:         %[[BSTART:.+]] = arith.muli %[[BI]], %[[C256]]
-// CHECK:         %[[START:.+]] = arith.minui %[[BSTART]], %{{.+}} : index
 // CHECK:         %[[CNT:.+]] = tensor.extract %[[TABLES]]#0[%[[EI]]]
-// CHECK:         arith.ceildivui %{{.+}}, %[[C8]]
-// CHECK:         %[[ROWS:.+]] = arith.minui %{{.+}}, %[[C256]]
+// CHECK:         %[[TILES:.+]] = arith.ceildivui %{{.+}}, %[[C8]]
+// CHECK:         %[[P:.+]] = arith.ceildivui %[[TILES]], %[[C32]]
+// CHECK:         %[[PARTS:.+]] = arith.maxui %[[P]], %[[C1]]
+// CHECK:         %[[J:.+]] = arith.minui %[[BI]], %[[PARTS]]
+// CHECK:         %[[JT:.+]] = arith.muli %[[J]], %[[TILES]]
+// CHECK:         %[[T0:.+]] = arith.divui %[[JT]], %[[PARTS]]
+// CHECK:         %[[START:.+]] = arith.muli %[[T0]], %[[C8]]
+// CHECK:         %[[NEXT:.+]] = arith.addi %[[BI]], %[[C1]]
+// CHECK:         %[[J1:.+]] = arith.minui %[[NEXT]], %[[PARTS]]
+// CHECK:         %[[J1T:.+]] = arith.muli %[[J1]], %[[TILES]]
+// CHECK:         %[[T1:.+]] = arith.divui %[[J1T]], %[[PARTS]]
+// CHECK:         %[[END:.+]] = arith.muli %[[T1]], %[[C8]]
+// CHECK:         %[[ROWS:.+]] = arith.subi %[[END]], %[[START]]
 // CHECK:         %[[A:.+]] = linalg.generic {{.+}} outs(%{{.+}} : tensor<?x16xf32>)
 // CHECK:           tensor.extract %[[TABLES]]#1[%[[EI]], %{{.+}}] : tensor<4x?xi64>
 // CHECK:           tensor.extract %[[XF]]
