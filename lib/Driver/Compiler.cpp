@@ -222,9 +222,11 @@ std::unique_ptr<llvm::Module> switchyard::translateToLLVMIR(
                            llvm::GlobalValue::ExternalLinkage, text,
                            "switchyard_manifest");
   // Only the runtime's C API is exported from a shared library; the model's
-  // own symbols stay inside it.
+  // own symbols stay inside it. (Symbols with local linkage, such as the
+  // constants LLVM lowers some vector code to, are not visible anyway and
+  // must keep the default visibility.)
   for (llvm::GlobalValue &global : llvmModule->global_values())
-    if (!global.isDeclaration())
+    if (!global.isDeclaration() && !global.hasLocalLinkage())
       global.setVisibility(llvm::GlobalValue::HiddenVisibility);
 
   auto optimize = makeOptimizingTransformer(optLevel, /*sizeLevel=*/0, &machine);
