@@ -8,7 +8,8 @@
 // (a divide per element in the RMS norm). This pass tiles each of them into
 // one row segment of a static width at a time and vectorizes the segment.
 // Row reductions (sums of squares, softmax maxima and sums) are vectorized
-// one whole row at a time.
+// one whole row at a time; column reductions (softmax maxima and sums over
+// tokens, column norms) one row of columns per step.
 //
 // An op whose payload never reads its init (a residual addition that
 // convert-elementwise-to-linalg wrote into its first operand) gets a
@@ -103,6 +104,65 @@ bool isRowReduction(linalg::GenericOp op) {
          (extent <= kReductionChunk || extent % kReductionChunk == 0);
 }
 
+/// A column reduction vectorized here: the parallel loop `loop` that every
+/// operand has as its innermost dimension (contiguous) or lacks
+/// (broadcast), and `width` elements of it taken at a time.
+struct ColumnTile {
+  unsigned loop;
+  int64_t width;
+};
+
+/// Whether `op` reduces along loops other than its rows' contiguous one (a
+/// softmax's maxima and sums over tokens with one column per slot, a
+/// column norm), and how it is vectorized: every reduction step adds one
+/// row of `width` columns into their accumulators, so each column still
+/// takes its terms in order. The loop is one with a static extent of whole
+/// AVX-512 vectors, taken whole up to kReductionChunk elements and in
+/// segments of kSegment beyond; the result's innermost dimension is that
+/// loop. Matrix products are not column reductions here.
+std::optional<ColumnTile> getColumnTile(linalg::GenericOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
+      op.getNumReductionLoops() == 0 || op.getNumLoops() < 2)
+    return std::nullopt;
+  // Matrix products, and the edge tiles switchyard-tile-matmuls leaves, are
+  // that pass's: an edge tile multiplies and adds with one rounding, which
+  // a vector.multi_reduction would split in two.
+  if (linalg::isaContractionOpInterface(op))
+    return std::nullopt;
+  AffineMap out = op.getIndexingMapsArray().back();
+  if (out.getNumResults() == 0)
+    return std::nullopt;
+  auto loop = dyn_cast<AffineDimExpr>(out.getResults().back());
+  if (!loop)
+    return std::nullopt;
+  unsigned p = loop.getPosition();
+  for (AffineMap map : op.getIndexingMapsArray()) {
+    if (!map.isProjectedPermutation())
+      return std::nullopt;
+    if (llvm::is_contained(map.getResults().drop_back(), AffineExpr(loop)))
+      return std::nullopt; // strided along the column loop
+  }
+  int64_t extent = op.getStaticLoopRanges()[p];
+  if (ShapedType::isDynamic(extent) || extent % 16 != 0)
+    return std::nullopt;
+  if (extent <= kReductionChunk)
+    return ColumnTile{p, extent};
+  if (extent % kSegment == 0)
+    return ColumnTile{p, kSegment};
+  return std::nullopt;
+}
+
+/// Whether `op` is a column reduction tiled for vectorization: every loop
+/// of extent 1 but the innermost, its column loop.
+bool isColumnTile(linalg::GenericOp op) {
+  std::optional<ColumnTile> column = getColumnTile(op);
+  if (!column || column->loop != op.getNumLoops() - 1)
+    return false;
+  SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+  return llvm::all_of(ArrayRef<int64_t>(ranges).drop_back(),
+                      [](int64_t extent) { return extent == 1; });
+}
+
 /// Elements from which an op's segments run as parallel tasks.
 constexpr int64_t kParallelElements = 1 << 15;
 
@@ -133,6 +193,62 @@ void dropUnreadInit(RewriterBase &rewriter, linalg::GenericOp op) {
   rewriter.modifyOpInPlace(op, [&] { init->set(empty); });
 }
 
+/// Tiles the column reduction `op` into rows of `column.width` columns:
+/// its column loop goes innermost, its other parallel loops take one step
+/// a tile (parallel tasks when `op` is large), and its reduction loops take
+/// one step at a time in sequential loops that carry the accumulators.
+LogicalResult tileColumnReduction(RewriterBase &rewriter, linalg::GenericOp op,
+                                  ColumnTile column,
+                                  const FrozenRewritePatternSet &folds) {
+  MLIRContext *ctx = op.getContext();
+  unsigned numLoops = op.getNumLoops();
+  if (column.loop != numLoops - 1) {
+    SmallVector<unsigned> order;
+    for (unsigned d = 0; d < numLoops; ++d)
+      if (d != column.loop)
+        order.push_back(d);
+    order.push_back(column.loop);
+    FailureOr<linalg::GenericOp> interchanged =
+        linalg::interchangeGenericOp(rewriter, op, order);
+    if (failed(interchanged))
+      return op.emitError("cannot interchange a column reduction's loops");
+    op = *interchanged;
+  }
+  SmallVector<utils::IteratorType> iterators = op.getIteratorTypesArray();
+  SmallVector<int64_t> rows(numLoops, 0), steps(numLoops, 0);
+  for (unsigned d = 0; d + 1 < numLoops; ++d)
+    (linalg::isReductionIterator(iterators[d]) ? steps : rows)[d] = 1;
+  rows.back() = column.width;
+  auto tile = [&](Operation *target, ArrayRef<int64_t> sizes,
+                  bool parallel) -> FailureOr<Operation *> {
+    scf::SCFTilingOptions options;
+    options.setTileSizes(getAsIndexOpFoldResult(ctx, sizes));
+    if (parallel)
+      options.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
+    rewriter.setInsertionPoint(target);
+    FailureOr<scf::SCFTilingResult> tiled =
+        scf::tileUsingSCF(rewriter, cast<TilingInterface>(target), options);
+    if (failed(tiled))
+      return target->emitError("cannot tile a column reduction");
+    rewriter.replaceOp(target, tiled->replacements);
+    Operation *tiledOp = tiled->tiledOps.front();
+    (void)applyOpPatternsGreedily(SmallVector<Operation *>{tiledOp}, folds);
+    return tiledOp;
+  };
+  // Parallel loops first (a forall may not carry the reduction), then the
+  // reduction loops inside each task. A single row of columns (a column
+  // norm) is one sequential loop.
+  SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+  bool oneTask = ranges.back() == column.width;
+  for (unsigned d = 0; d + 1 < numLoops; ++d)
+    if (rows[d] && ranges[d] != 1)
+      oneTask = false;
+  FailureOr<Operation *> tiled = tile(op, rows, isLarge(op) && !oneTask);
+  if (failed(tiled))
+    return failure();
+  return success(succeeded(tile(*tiled, steps, /*parallel=*/false)));
+}
+
 struct VectorizeElementwisePass
     : switchyard::impl::SwitchyardVectorizeElementwiseBase<
           VectorizeElementwisePass> {
@@ -141,11 +257,14 @@ struct VectorizeElementwisePass
     MLIRContext *ctx = &getContext();
     // (op, segment width); a width of 0 tiles a row reduction by rows.
     SmallVector<std::pair<linalg::GenericOp, int64_t>> ops;
+    SmallVector<std::pair<linalg::GenericOp, ColumnTile>> columns;
     func.walk([&](linalg::GenericOp op) {
       if (int64_t width = segmentWidth(op))
         ops.push_back({op, width});
       else if (isRowReduction(op))
         ops.push_back({op, 0});
+      else if (std::optional<ColumnTile> column = getColumnTile(op))
+        columns.push_back({op, *column});
     });
     // Folds the tile sizes of each segment to constants, so that its shape
     // is static.
@@ -201,11 +320,15 @@ struct VectorizeElementwisePass
             SmallVector<Operation *>{chunks->tiledOps.front()}, folds);
       }
     }
+    for (auto [op, column] : columns)
+      if (failed(tileColumnReduction(rewriter, op, column, folds)))
+        return signalPassFailure();
     // Vectorize the segments whose shapes are static; a segment the
     // vectorizer does not support stays scalar.
     SmallVector<linalg::GenericOp> segments;
     func.walk([&](linalg::GenericOp op) {
-      if ((segmentWidth(op) || isRowReduction(op)) && !op.hasDynamicShape())
+      if ((segmentWidth(op) || isRowReduction(op) || isColumnTile(op)) &&
+          !op.hasDynamicShape())
         segments.push_back(op);
     });
     for (linalg::GenericOp op : segments) {

@@ -148,12 +148,23 @@ func.func @row_sum(%x: tensor<?x8x128xf32>, %acc: tensor<?x8xf32>) -> tensor<?x8
 
 // -----
 
-// Reductions this pass leaves alone: along a strided dimension (a column
-// sum), and along a row that is not whole AVX-512 vectors.
+// Column reductions: each reduction step adds one row of columns into their
+// accumulators, so every column takes its terms in order. phi's column
+// norm (the sum of squares over d of a [768, 128] matrix) is a sequential
+// loop over the rows of 128 columns. A softmax's maxima over a dynamic tile
+// of tokens, one column per slot (iteration (g, s, i), the tokens i
+// innermost but strided), gets its slots loop innermost: a task per group,
+// a loop over tokens inside, a vector of 32 slots each step.
 
 // CHECK-LABEL: func.func @column_sum
-// CHECK-NOT:   vector.
-// CHECK:       linalg.generic
+// CHECK-SAME:    (%[[X:.+]]: tensor<768x128xf32>, %[[ACC:.+]]: tensor<128xf32>)
+// CHECK-NOT:   scf.forall
+// CHECK:       scf.for %{{.+}} = %{{.+}} to %{{.+}} step %{{.+}} iter_args(%{{.+}} = %{{.+}})
+// CHECK:         %[[V:.+]] = vector.transfer_read {{.+}} vector<1x128xf32>
+// CHECK:         %[[SQ:.+]] = arith.mulf %[[V]], %[[V]] : vector<1x128xf32>
+// CHECK:         vector.multi_reduction <add>, %[[SQ]], %{{.+}} [0] : vector<1x128xf32> to vector<128xf32>
+// CHECK-NOT:   scf.forall
+// CHECK-NOT:   linalg.generic
 #col_in = affine_map<(j, i) -> (i, j)>
 #col_out = affine_map<(j, i) -> (j)>
 func.func @column_sum(%x: tensor<768x128xf32>, %acc: tensor<128xf32>) -> tensor<128xf32> {
@@ -161,11 +172,37 @@ func.func @column_sum(%x: tensor<768x128xf32>, %acc: tensor<128xf32>) -> tensor<
                        iterator_types = ["parallel", "reduction"]}
       ins(%x : tensor<768x128xf32>) outs(%acc : tensor<128xf32>) {
   ^bb0(%a: f32, %o: f32):
-    %s = arith.addf %o, %a : f32
+    %sq = arith.mulf %a, %a : f32
+    %s = arith.addf %o, %sq : f32
     linalg.yield %s : f32
   } -> tensor<128xf32>
   return %0 : tensor<128xf32>
 }
+
+// CHECK-LABEL: func.func @token_max
+// CHECK-SAME:    (%[[L:.+]]: tensor<?x?x32xf32>, %[[M:.+]]: tensor<?x32xf32>)
+// CHECK:       scf.forall (%{{.+}}, %{{.+}}) = (0, 0) to (%{{.+}}, 32) step (1, 32) shared_outs(%{{.+}} = %[[M]])
+// CHECK:         scf.for %{{.+}} = %{{.+}} to %{{.+}} step %{{.+}} iter_args
+// CHECK:           vector.transfer_read {{.+}} vector<1x1x32xf32>
+// CHECK:           vector.multi_reduction <maximumf>, %{{.+}}, %{{.+}} [1] : vector<1x1x32xf32> to vector<1x32xf32>
+// CHECK-NOT:   linalg.generic
+#tok_in = affine_map<(g, s, i) -> (g, i, s)>
+#tok_out = affine_map<(g, s, i) -> (g, s)>
+func.func @token_max(%l: tensor<?x?x32xf32>, %m: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  %0 = linalg.generic {indexing_maps = [#tok_in, #tok_out],
+                       iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%l : tensor<?x?x32xf32>) outs(%m : tensor<?x32xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %x = arith.maximumf %a, %o : f32
+    linalg.yield %x : f32
+  } -> tensor<?x32xf32>
+  return %0 : tensor<?x32xf32>
+}
+
+// -----
+
+// A reduction this pass leaves alone: along a row that is not whole AVX-512
+// vectors.
 
 // CHECK-LABEL: func.func @short_row
 // CHECK-NOT:   vector.

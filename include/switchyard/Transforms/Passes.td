@@ -125,7 +125,7 @@ def SwitchyardHoistWeightPacking
 
 def SwitchyardVectorizeElementwise
     : Pass<"switchyard-vectorize-elementwise", "::mlir::func::FuncOp"> {
-  let summary = "Vectorize all-parallel ops by row segments, and row reductions";
+  let summary = "Vectorize all-parallel ops by row segments, and row and column reductions";
   let description = [{
     Norms, residual additions, bias and activation epilogues and the
     combine are all-parallel `linalg.generic` ops whose innermost loop runs
@@ -149,6 +149,17 @@ def SwitchyardVectorizeElementwise
     `tensor.empty` init, so that bufferization does not copy the operand
     into the result first. Together, in the Soft MoE B/16 block with
     1/96 of its expert width (so that the rest stands out), 8.5 to 7.0 ms.
+
+    Column reductions (a reduction whose result's innermost dimension is a
+    parallel loop that every operand has innermost or lacks: the Soft MoE
+    dispatch softmax's maxima and sums over tokens, phi's column norm) get
+    that loop innermost, one parallel task per row of the other parallel
+    loops when the op is large, and a sequential loop over the reduction
+    steps inside, each step adding one row of columns (the whole row up to
+    256 columns, 64 at a time beyond) into their accumulators as vectors.
+    Every column takes its terms in the same order as before, so the bits
+    are unchanged. Matrix products, and the edge tiles that
+    `switchyard-tile-matmuls` leaves, are not column reductions here.
 
     The segments of an op with 32768 iterations or more (or a dynamic
     extent: a batch of tokens) are an `scf.forall`, so that they become
