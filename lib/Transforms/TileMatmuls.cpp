@@ -241,8 +241,11 @@ struct TileMatmulsPass
     if (dims.packed) {
       // A packed product: its 8x32 inner tile is the register tile, so the
       // m and n loops (over inner tiles) take one step at a time, and every
-      // register tile is full (packing padded the rows and columns).
-      blockM = std::max<int64_t>(1, threadTileM / dims.tileM);
+      // register tile is full (packing padded the rows and columns). Its
+      // rows are one of the lowering's row blocks, a parallel task already
+      // (up to 320 rows), and stay one block: a second block of a few rows
+      // would read every weight panel again for little work.
+      blockM = 0;
       blockN = std::max<int64_t>(1, threadTileN / dims.tileN);
       tileM = tileN = 1;
     } else {

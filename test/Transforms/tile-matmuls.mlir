@@ -46,11 +46,12 @@ func.func @experts(%a: tensor<4x?x32xf32>, %b: tensor<4x32x64xf32>, %c: tensor<4
 
 // A packed product (the layouts of linalg.mmt4d with a unit inner
 // reduction): the 8x32 inner tile is the register tile whatever the
-// options say; blocks hold thread-tile-m / 8 row tiles and thread-tile-n /
-// 32 column tiles of one expert; every register tile is full, so there is
-// no remainder loop.
+// options say; blocks hold all the row tiles (the rows are one row block of
+// the lowering, a parallel task already) and thread-tile-n / 32 column
+// tiles of one expert; every register tile is full, so there is no
+// remainder loop.
 // CHECK-LABEL: func.func @packed
-// CHECK: scf.forall ({{.*}}) = (0, 0, 0) to (4, %{{.*}}, 6) step (1, 2, 2)
+// CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
 // CHECK:   scf.for %{{.*}} = %c0 to %c64 step %c32
 // CHECK:     scf.for %{{.*}} = %c0 to %c2 step %c1
 // CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
@@ -76,7 +77,7 @@ func.func @packed(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tenso
 // rows): the column tiles go outside the reduction panels, so that each
 // column tile's panels, contiguous in the packed weight, are read in order.
 // CHECK-LABEL: func.func @packed_stream
-// CHECK: scf.forall ({{.*}}) = (0, 0, 0) to (4, %{{.*}}, 6) step (1, 2, 2)
+// CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
 // CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
 // CHECK:     scf.for %{{.*}} = %c0 to %c64 step %c32
 // CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1

@@ -59,8 +59,11 @@ def SwitchyardTileMatmuls
     j]`, the layouts of `linalg.mmt4d` with a unit inner reduction, which the
     expert MLPs use when their widths are multiples of 32) are tiled the same
     way with their static `i x j` inner tile as the register tile: blocks of
-    `thread-tile-m / i` row tiles and `thread-tile-n / j` column tiles, every
-    register tile full and contiguous in both operands, no edge tiles. A
+    all their row tiles and `thread-tile-n / j` column tiles, every
+    register tile full and contiguous in both operands, no edge tiles. (A
+    packed product's rows are one row block of an expert, at most 320
+    rows, already a parallel task of its own; splitting off a block of the
+    rows past 256 made it read every weight panel again for a few rows.) A
     packed product marked `switchyard.stream_weights` (the lowering marks the
     version of a row block with at most 32 rows, which is bound by reading
     the weights) puts its column tiles outside the reduction panels, so that

@@ -287,13 +287,15 @@ Value switchyard::lowering::buildRowBlockMLPs(
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(forall.getTerminator());
   Value e = forall.getInductionVar(0);
-  // An expert's rows are split into as few blocks of at most kRowBlock rows
-  // as hold them, each with as many register tiles as the others give or
-  // take one: 290 rows are blocks of 144 and 152, not 256 and 40. A block of
-  // few rows would stream all of the expert's weights for little work.
-  // Blocks are whole register tiles (row counts rounded up to 8), so that no
-  // block ends in a scalar edge tile; blocks past the expert's last are
-  // empty and start at its rounded-up row count, inside the output.
+  // An expert's rows are split into as few blocks of kRowBlock rows as
+  // hold them, except that up to kRowBlockSlack rows more join the blocks
+  // rather than make one of their own, and the blocks have as many register
+  // tiles as each other give or take one: 290 rows are one block, not 256
+  // and 40; 400 rows are two of 200. A block streams all of its expert's
+  // weights, so a block of few rows pays that for little work. Blocks are
+  // whole register tiles (row counts rounded up to 8), so that no block
+  // ends in a scalar edge tile; blocks past the expert's last are empty and
+  // start at its rounded-up row count, inside the output.
   Value multiple = indexConst(b, loc, kPackRows);
   Value zero = indexConst(b, loc, 0);
   Value one = indexConst(b, loc, 1);
@@ -301,9 +303,13 @@ Value switchyard::lowering::buildRowBlockMLPs(
       b, loc,
       arith::MaxSIOp::create(b, loc, count(b, loc, e), zero).getResult(),
       multiple);
+  // parts = max(1, ceil((max(tiles, slack) - slack) / blockTiles)).
+  Value slackTiles = indexConst(b, loc, kRowBlockSlack / kPackRows);
+  Value beyondSlack = arith::SubIOp::create(
+      b, loc, arith::MaxUIOp::create(b, loc, tiles, slackTiles), slackTiles);
   Value parts = arith::MaxUIOp::create(
       b, loc,
-      arith::CeilDivUIOp::create(b, loc, tiles,
+      arith::CeilDivUIOp::create(b, loc, beyondSlack,
                                  indexConst(b, loc, kRowBlock / kPackRows))
           .getResult(),
       one);

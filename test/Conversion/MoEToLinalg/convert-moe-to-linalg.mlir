@@ -153,10 +153,11 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // (rowToken) and each assignment its row (slotOf); one parallel task per
 // (expert, block) gathers its rows from x and runs the MLP on them alone; the
 // combine reads each kept assignment's row. An expert's count, rounded up to
-// the 8-row register tile, is split into ceil(tiles / 32) blocks (at most 256
-// rows each) of nearly equal numbers of tiles: block j starts at tile
-// floor(min(j, parts) * tiles / parts), so blocks past the last are empty.
-// The output is as tall as the most rows an expert can own, rounded up to 8.
+// the 8-row register tile, is split into max(1, ceil((max(tiles, 8) - 8) /
+// 32)) blocks (at most 320 rows each) of nearly equal numbers of tiles:
+// block j starts at tile floor(min(j, parts) * tiles / parts), so blocks
+// past the last are empty. The output is as tall as the most rows an expert
+// can own, rounded up to 8.
 
 // CHECK-LABEL: func.func @routed_experts
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x8x16xf32>, %[[E:[a-z0-9]+]]: tensor<?x8x1xi64>, %[[K:[a-z0-9]+]]: tensor<?x8x1xi1>, %[[G:[a-z0-9]+]]: tensor<?x8x1xf32>, %[[W1:[a-z0-9]+]]: tensor<4x16x32xf32>, %[[W2:[a-z0-9]+]]: tensor<4x32x16xf32>)
@@ -177,7 +178,9 @@ func.func @soft_combine(%ys: tensor<2x2x2x16xf32>, %l: tensor<2x8x4xf32>) -> ten
 // CHECK:       %[[OUT:.+]] = scf.forall (%[[EI:.+]], %[[BI:.+]]) in (4, %[[NBLOCKS]]) shared_outs(%[[O:.+]] = %{{.+}}) -> (tensor<4x?x16xf32>)
 // CHECK:         %[[CNT:.+]] = tensor.extract %[[TABLES]]#0[%[[EI]]]
 // CHECK:         %[[TILES:.+]] = arith.ceildivui %{{.+}}, %[[C8]]
-// CHECK:         %[[P:.+]] = arith.ceildivui %[[TILES]], %[[C32]]
+// CHECK:         %[[AT:.+]] = arith.maxui %[[TILES]], %[[C8]]
+// CHECK:         %[[BEYOND:.+]] = arith.subi %[[AT]], %[[C8]]
+// CHECK:         %[[P:.+]] = arith.ceildivui %[[BEYOND]], %[[C32]]
 // CHECK:         %[[PARTS:.+]] = arith.maxui %[[P]], %[[C1]]
 // CHECK:         %[[J:.+]] = arith.minui %[[BI]], %[[PARTS]]
 // CHECK:         %[[JT:.+]] = arith.muli %[[J]], %[[TILES]]
