@@ -9,8 +9,9 @@ machine's ceilings in the same run, before every configuration: sgemm
 GFLOP/s (numpy/OpenBLAS, 2048^3) and the FMA peak (bench/kernels/fma_peak.c,
 2 threads) for compute-bound layers, copy bandwidth
 (one numpy copy, read + write bytes) for the weight-bound Soft MoE layer.
-Prints one table of medians and spreads (min-max), the routing glue of the
-token-choice blocks, and the scaling tables.
+Prints one table of medians and spreads (min-max), fused against fusion off
+paired by round, the routing glue of the token-choice blocks, and the
+scaling tables.
 
 The glue estimate: a token-choice block minus a dense FFN block (same
 widths, same activation) over its kept assignments' worth of tokens. The FFN
@@ -315,6 +316,15 @@ def main():
               f"{fmt(off_times)} | {fmt(torch_times)} | {speedup} | "
               f"{statistics.median(off_times) / med:.2f}x | {rate:.1f} | {ceiling} |",
               flush=True)
+    # Fused and fusion off run back to back in every round, so each round is
+    # a pair measured in the same state of the VM: the median of the pairs'
+    # ratios, and how many rounds fused won, next to the ratio of medians.
+    print("\n# fused vs off, paired by round: median of the rounds' off/fused ratios "
+          "(rounds where fused was faster)")
+    print("# " + "; ".join(
+        f"{config['name']} {statistics.median(o / f for f, o in zip(sy_times, off_times)):.2f}x "
+        f"({sum(o > f for f, o in zip(sy_times, off_times))} of {len(sy_times)})"
+        for config, _, sy_times, off_times, _, _ in rows), flush=True)
 
     if glue:
         print("\n# routing glue: the block minus a dense FFN over the same tokens\n")
