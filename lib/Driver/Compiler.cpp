@@ -223,8 +223,8 @@ std::unique_ptr<llvm::Module> switchyard::translateToLLVMIR(
                            "switchyard_manifest");
   // Only the runtime's C API is exported from a shared library; the model's
   // own symbols stay inside it. (Symbols with local linkage, such as the
-  // constants LLVM lowers some vector code to, are not visible anyway and
-  // must keep the default visibility.)
+  // OpenMP lowering's private source-location constants, are not visible
+  // anyway, and LLVM requires them to keep the default visibility.)
   for (llvm::GlobalValue &global : llvmModule->global_values())
     if (!global.isDeclaration() && !global.hasLocalLinkage())
       global.setVisibility(llvm::GlobalValue::HiddenVisibility);

@@ -186,11 +186,10 @@ mlir::Value roundUpToPackRows(mlir::OpBuilder &b, mlir::Location loc,
 /// Expert MLPs by row blocks: one parallel task per (expert e, block of
 /// about kRowBlock rows, at most kRowBlock + kRowBlockSlack; an expert's
 /// rows are split into as few blocks as hold them, of nearly equal sizes)
-/// reads the block's rows through
-/// `element(e, r, d)` (the
-/// model-dtype value of row r, column d; rows up to `count(e)` rounded up
-/// to 8 are read, so rows past count(e) must still be readable), runs e's
-/// MLP on them (packed products when canPack), and writes them to
+/// reads the block's rows through `element(e, r, d)` (the model-dtype value
+/// of row r, column d; rows up to `count(e)` rounded up to 8 are read, so
+/// rows past count(e) must still be readable), runs e's MLP on them (packed
+/// products when canPack), and writes them to
 /// `out [E, roundUpToPackRows(maxRows), width]`. Rows past count(e) are
 /// not meaningful. The hidden activations of a block stay in cache between
 /// its two products.
