@@ -6,6 +6,8 @@
 
 #include "switchyard/Transforms/Passes.h"
 
+#include "Tiling.h"
+
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -216,21 +218,6 @@ struct TileMatmulsPass
     }
   }
 
-  /// Tiles `op` with `options`, replacing it; returns the tiled op and its
-  /// loops.
-  FailureOr<scf::SCFTilingResult> tileOnce(IRRewriter &rewriter,
-                                           Operation *target,
-                                           const scf::SCFTilingOptions &options,
-                                           StringRef what) {
-    rewriter.setInsertionPoint(target);
-    FailureOr<scf::SCFTilingResult> tiled =
-        scf::tileUsingSCF(rewriter, cast<TilingInterface>(target), options);
-    if (failed(tiled))
-      return target->emitError("cannot tile ") << what;
-    rewriter.replaceOp(target, tiled->replacements);
-    return tiled;
-  }
-
   LogicalResult tile(IRRewriter &rewriter, linalg::LinalgOp op,
                      const ProductDims &dims) {
     MLIRContext *ctx = &getContext();
@@ -266,7 +253,7 @@ struct TileMatmulsPass
     blocks.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
     blocks.setTileSizes(sizes(1, blockM, blockN, 0));
     FailureOr<scf::SCFTilingResult> outer =
-        tileOnce(rewriter, op, blocks, "into parallel blocks");
+        switchyard::tileOnce(rewriter, op, blocks, "into parallel blocks");
     if (failed(outer))
       return failure();
 
@@ -332,7 +319,7 @@ struct TileMatmulsPass
       panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
     }
     FailureOr<scf::SCFTilingResult> middle =
-        tileOnce(rewriter, block, panels, "the reduction");
+        switchyard::tileOnce(rewriter, block, panels, "the reduction");
     if (failed(middle))
       return failure();
 
@@ -341,9 +328,8 @@ struct TileMatmulsPass
     scf::SCFTilingOptions registers;
     registers.setTileSizes(sizes(0, tileM, stream ? 0 : tileN, 1));
     registers.setInterchange(others({dims.n, dims.m, dims.k}));
-    FailureOr<scf::SCFTilingResult> inner =
-        tileOnce(rewriter, middle->tiledOps.front(), registers,
-                 "into register tiles");
+    FailureOr<scf::SCFTilingResult> inner = switchyard::tileOnce(
+        rewriter, middle->tiledOps.front(), registers, "into register tiles");
     if (failed(inner))
       return failure();
     inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));

@@ -20,6 +20,8 @@
 
 #include "switchyard/Transforms/Passes.h"
 
+#include "Tiling.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/SCF/Transforms/TileUsingInterface.h"
@@ -39,18 +41,22 @@ namespace {
 constexpr int64_t kSegment = 64;
 
 /// Whether every operand of `op` is indexed by loops alone (a projected
-/// permutation) and has its innermost loop, where present, as its innermost
-/// dimension: contiguous, or broadcast when absent.
-bool isInnerLoopContiguous(linalg::GenericOp op) {
-  AffineExpr innerExpr =
-      getAffineDimExpr(op.getNumLoops() - 1, op.getContext());
+/// permutation) and has `loop`, where present, as its innermost dimension:
+/// contiguous, or broadcast when absent.
+bool isLoopContiguous(linalg::GenericOp op, unsigned loop) {
+  AffineExpr loopExpr = getAffineDimExpr(loop, op.getContext());
   for (AffineMap map : op.getIndexingMapsArray()) {
     if (!map.isProjectedPermutation())
       return false;
-    if (llvm::is_contained(map.getResults().drop_back(), innerExpr))
-      return false; // strided along the innermost loop
+    if (llvm::is_contained(map.getResults().drop_back(), loopExpr))
+      return false; // strided along the loop
   }
   return true;
+}
+
+/// isLoopContiguous for the innermost loop.
+bool isInnerLoopContiguous(linalg::GenericOp op) {
+  return isLoopContiguous(op, op.getNumLoops() - 1);
 }
 
 /// The segment width for `op`, or 0 when it is not vectorized here: every
@@ -136,12 +142,8 @@ std::optional<ColumnTile> getColumnTile(linalg::GenericOp op) {
   if (!loop)
     return std::nullopt;
   unsigned p = loop.getPosition();
-  for (AffineMap map : op.getIndexingMapsArray()) {
-    if (!map.isProjectedPermutation())
-      return std::nullopt;
-    if (llvm::is_contained(map.getResults().drop_back(), AffineExpr(loop)))
-      return std::nullopt; // strided along the column loop
-  }
+  if (!isLoopContiguous(op, p))
+    return std::nullopt;
   int64_t extent = op.getStaticLoopRanges()[p];
   if (ShapedType::isDynamic(extent) || extent % 16 != 0)
     return std::nullopt;
@@ -193,6 +195,26 @@ void dropUnreadInit(RewriterBase &rewriter, linalg::GenericOp op) {
   rewriter.modifyOpInPlace(op, [&] { init->set(empty); });
 }
 
+/// Tiles `target` by `sizes` (scf.forall loops when `parallel`, scf.for
+/// otherwise), replaces it, folds the tiled op's sizes to constants with
+/// `folds`, and returns the tiled op; `what` names the tiling in the error.
+FailureOr<Operation *> tileAndFold(RewriterBase &rewriter, Operation *target,
+                                   ArrayRef<int64_t> sizes, bool parallel,
+                                   const FrozenRewritePatternSet &folds,
+                                   StringRef what) {
+  scf::SCFTilingOptions options;
+  options.setTileSizes(getAsIndexOpFoldResult(target->getContext(), sizes));
+  if (parallel)
+    options.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
+  FailureOr<scf::SCFTilingResult> tiled =
+      switchyard::tileOnce(rewriter, target, options, what);
+  if (failed(tiled))
+    return failure();
+  Operation *tiledOp = tiled->tiledOps.front();
+  (void)applyOpPatternsGreedily(SmallVector<Operation *>{tiledOp}, folds);
+  return tiledOp;
+}
+
 /// Tiles the column reduction `op` into rows of `column.width` columns:
 /// its column loop goes innermost, its other parallel loops take one step
 /// a tile (parallel tasks when `op` is large), and its reduction loops take
@@ -200,7 +222,6 @@ void dropUnreadInit(RewriterBase &rewriter, linalg::GenericOp op) {
 LogicalResult tileColumnReduction(RewriterBase &rewriter, linalg::GenericOp op,
                                   ColumnTile column,
                                   const FrozenRewritePatternSet &folds) {
-  MLIRContext *ctx = op.getContext();
   unsigned numLoops = op.getNumLoops();
   if (column.loop != numLoops - 1) {
     SmallVector<unsigned> order;
@@ -219,22 +240,6 @@ LogicalResult tileColumnReduction(RewriterBase &rewriter, linalg::GenericOp op,
   for (unsigned d = 0; d + 1 < numLoops; ++d)
     (linalg::isReductionIterator(iterators[d]) ? steps : rows)[d] = 1;
   rows.back() = column.width;
-  auto tile = [&](Operation *target, ArrayRef<int64_t> sizes,
-                  bool parallel) -> FailureOr<Operation *> {
-    scf::SCFTilingOptions options;
-    options.setTileSizes(getAsIndexOpFoldResult(ctx, sizes));
-    if (parallel)
-      options.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
-    rewriter.setInsertionPoint(target);
-    FailureOr<scf::SCFTilingResult> tiled =
-        scf::tileUsingSCF(rewriter, cast<TilingInterface>(target), options);
-    if (failed(tiled))
-      return target->emitError("cannot tile a column reduction");
-    rewriter.replaceOp(target, tiled->replacements);
-    Operation *tiledOp = tiled->tiledOps.front();
-    (void)applyOpPatternsGreedily(SmallVector<Operation *>{tiledOp}, folds);
-    return tiledOp;
-  };
   // Parallel loops first (a forall may not carry the reduction), then the
   // reduction loops inside each task. A single row of columns (a column
   // norm) is one sequential loop.
@@ -243,10 +248,14 @@ LogicalResult tileColumnReduction(RewriterBase &rewriter, linalg::GenericOp op,
   for (unsigned d = 0; d + 1 < numLoops; ++d)
     if (rows[d] && ranges[d] != 1)
       oneTask = false;
-  FailureOr<Operation *> tiled = tile(op, rows, isLarge(op) && !oneTask);
+  FailureOr<Operation *> tiled =
+      tileAndFold(rewriter, op, rows, isLarge(op) && !oneTask, folds,
+                  "a column reduction into rows");
   if (failed(tiled))
     return failure();
-  return success(succeeded(tile(*tiled, steps, /*parallel=*/false)));
+  return success(succeeded(tileAndFold(rewriter, *tiled, steps,
+                                       /*parallel=*/false, folds,
+                                       "a column reduction's steps")));
 }
 
 struct VectorizeElementwisePass
@@ -284,40 +293,23 @@ struct VectorizeElementwisePass
           !width && op.getStaticLoopRanges().back() > kReductionChunk;
       SmallVector<int64_t> sizes(numLoops, 1);
       sizes.back() = width;
-      scf::SCFTilingOptions options;
-      options.setTileSizes(getAsIndexOpFoldResult(ctx, sizes));
       // Segments of a large op are independent tasks (norms and residual
       // additions over every token); a small one stays a sequential loop,
       // cheaper than starting a parallel region.
-      if (isLarge(op))
-        options.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp);
-      rewriter.setInsertionPoint(op);
-      FailureOr<scf::SCFTilingResult> tiled = scf::tileUsingSCF(
-          rewriter, cast<TilingInterface>(op.getOperation()), options);
-      if (failed(tiled)) {
-        op.emitError("cannot tile an elementwise op into row segments");
+      FailureOr<Operation *> segment =
+          tileAndFold(rewriter, op, sizes, isLarge(op), folds,
+                      "an elementwise op into row segments");
+      if (failed(segment))
         return signalPassFailure();
-      }
-      rewriter.replaceOp(op, tiled->replacements);
-      Operation *segment = tiled->tiledOps.front();
-      (void)applyOpPatternsGreedily(SmallVector<Operation *>{segment}, folds);
       // A long row reduction: a sequential loop over its chunks, carrying
       // the row's accumulator.
       if (chunked) {
         SmallVector<int64_t> chunkSizes(numLoops, 0);
         chunkSizes.back() = kReductionChunk;
-        scf::SCFTilingOptions chunking;
-        chunking.setTileSizes(getAsIndexOpFoldResult(ctx, chunkSizes));
-        rewriter.setInsertionPoint(segment);
-        FailureOr<scf::SCFTilingResult> chunks = scf::tileUsingSCF(
-            rewriter, cast<TilingInterface>(segment), chunking);
-        if (failed(chunks)) {
-          segment->emitError("cannot tile a row reduction into chunks");
+        if (failed(tileAndFold(rewriter, *segment, chunkSizes,
+                               /*parallel=*/false, folds,
+                               "a row reduction into chunks")))
           return signalPassFailure();
-        }
-        rewriter.replaceOp(segment, chunks->replacements);
-        (void)applyOpPatternsGreedily(
-            SmallVector<Operation *>{chunks->tiledOps.front()}, folds);
       }
     }
     for (auto [op, column] : columns)
