@@ -88,12 +88,17 @@ LogicalResult switchyard::lowerToStage(
     llvm::function_ref<LogicalResult(PassManager &)> configure) {
   if (options.stage == Stage::Layer)
     return success();
+  // The code runs on the host (createHostTargetMachine).
+  if (options.bf16DotProducts && !hostHasBF16DotProducts())
+    return emitError(module.getLoc(),
+                     "bf16 dot products need a host with avx512bf16");
   PassManager pm(module->getContext());
   if (configure && failed(configure(pm)))
     return failure();
   CPUPipelineOptions pipeline;
   pipeline.parallel = options.parallel;
   pipeline.fusion = options.fusion;
+  pipeline.bf16DotProducts = options.bf16DotProducts;
   switch (options.stage) {
   case Stage::Layer:
   case Stage::Routing:
@@ -114,6 +119,12 @@ LogicalResult switchyard::lowerToStage(
   }
   buildCPUPipeline(pm, pipeline);
   return pm.run(module);
+}
+
+bool switchyard::hostHasBF16DotProducts() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  auto it = features.find("avx512bf16");
+  return it != features.end() && it->second;
 }
 
 std::unique_ptr<llvm::TargetMachine>

@@ -42,7 +42,9 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
     return;
 
   // Routing level -> linalg on tensors.
-  funcPm.addPass(createConvertMoEToLinalg());
+  ConvertMoEToLinalgOptions toLinalg;
+  toLinalg.bf16DotProducts = options.bf16DotProducts;
+  funcPm.addPass(createConvertMoEToLinalg(toLinalg));
   // The residual additions that moe-decompose leaves as arith on tensors.
   funcPm.addPass(createConvertElementwiseToLinalgPass());
   funcPm.addPass(createCanonicalizerPass());
@@ -105,6 +107,9 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   // tree: in order, a 768-element sum would be 768 dependent additions.
   ConvertVectorToLLVMPassOptions vectorToLLVM;
   vectorToLLVM.reassociateFPReductions = true;
+  // The bf16 dot products of switchyard-lower-vectors (x86vector.avx512.dot)
+  // as calls of their LLVM intrinsic.
+  vectorToLLVM.x86Vector = true;
   pm.addPass(createConvertVectorToLLVMPass(vectorToLLVM));
   // Allocations call the runtime's allocator (lib/Runtime/Workspace.cpp),
   // which keeps a run's freed buffers for the next run.

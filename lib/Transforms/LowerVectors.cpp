@@ -9,13 +9,15 @@
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Conversion/VectorToSCF/VectorToSCF.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/MemRef/IR/MemRef.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/MemRef/Utils/MemRefUtils.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Dialect/Vector/Transforms/LoweringPatterns.h"
 #include "mlir/Dialect/Vector/Transforms/VectorRewritePatterns.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace switchyard {
@@ -44,14 +46,14 @@ int64_t prefetchBytes(Type elementType) {
   return elementType.getIntOrFloatBitWidth() >= 32 ? 1024 : 4096;
 }
 
-/// The innermost loops that feed FMAs: the reduction loops of register
-/// tiles.
+/// The innermost loops that feed FMAs (or bf16 dot products): the
+/// reduction loops of register tiles.
 SmallVector<scf::ForOp> reductionLoops(func::FuncOp func) {
   SmallVector<scf::ForOp> loops;
   func.walk([&](scf::ForOp loop) {
     bool fma = false, nested = false;
     loop.getBody()->walk([&](Operation *op) {
-      fma |= isa<vector::FMAOp>(op);
+      fma |= isa<vector::FMAOp, x86vector::DotBF16Op>(op);
       nested |= isa<LoopLikeOpInterface>(op);
     });
     if (fma && !nested)
@@ -110,7 +112,7 @@ bool prefetchInIteration(OpBuilder &b, vector::LoadOp load, scf::ForOp loop,
 }
 
 /// In every innermost loop that feeds FMAs (the reduction loop of a register
-/// tile), prefetches what each wide vector load (16 elements or more: a row
+/// tile), prefetches what each wide vector load (a cache line or more: a row
 /// of the right operand) will read prefetchBytes of its rows later. Packed
 /// weights are read in order, so that is the data the loop needs next; the
 /// hardware prefetchers alone leave a block of few rows waiting on memory.
@@ -118,7 +120,9 @@ void prefetchWideLoads(func::FuncOp func) {
   for (scf::ForOp loop : reductionLoops(func)) {
     SmallVector<vector::LoadOp> loads;
     loop.getBody()->walk([&](vector::LoadOp load) {
-      if (load.getVectorType().getNumElements() >= 16)
+      VectorType type = load.getVectorType();
+      if (type.getNumElements() * type.getElementTypeBitWidth() >=
+          kCacheLineBytes * 8)
         loads.push_back(load);
     });
     if (loads.empty())
@@ -190,6 +194,105 @@ void prefetchNextAccumulators(func::FuncOp func) {
   }
 }
 
+/// `v` (an n-D vector) as a 1-D vector of its elements in order. When `v`
+/// is the whole of a contiguous buffer, read by vector.transfer_read, the
+/// buffer is read as one 1-D vector instead: lowered as it is, an n-D
+/// transfer becomes one load per row, and a register tile's pairs would be
+/// read two elements at a time and put back together.
+Value flatten(PatternRewriter &rewriter, Location loc, Value v) {
+  auto type = cast<VectorType>(v.getType());
+  auto flatType =
+      VectorType::get({type.getNumElements()}, type.getElementType());
+  auto read = v.getDefiningOp<vector::TransferReadOp>();
+  auto memref =
+      read ? dyn_cast<MemRefType>(read.getBase().getType()) : MemRefType();
+  if (memref && memref.getShape() == type.getShape() &&
+      read.getPermutationMap().isMinorIdentity() && !read.getMask() &&
+      llvm::all_of(read.getIndices(),
+                   [](Value i) { return isConstantIntValue(i, 0); }) &&
+      memref::isStaticShapeAndContiguousRowMajor(memref)) {
+    ReassociationIndices all =
+        llvm::to_vector(llvm::seq<int64_t>(0, memref.getRank()));
+    Value buffer = memref::CollapseShapeOp::create(
+        rewriter, loc, read.getBase(), SmallVector<ReassociationIndices>{all});
+    return vector::LoadOp::create(
+        rewriter, loc, flatType, buffer,
+        ValueRange{arith::ConstantIndexOp::create(rewriter, loc, 0)});
+  }
+  return vector::ShapeCastOp::create(rewriter, loc, flatType, v);
+}
+
+/// A contraction in pairs, `acc[i, j] += lhs[i, p] * rhs[j, p]` over
+/// `vector<Mx2xbf16>` and `vector<Nx2xbf16>` into `vector<MxNxf32>` (a
+/// register tile of a product in pairs), as one AVX-512 BF16 dot product
+/// per row i and 16 columns: lhs's pair (i, 0..1) broadcast to every lane,
+/// rhs's 16 columns' pairs, the row's 16 f32 sums.
+struct ContractPairsToDotBF16 : OpRewritePattern<vector::ContractionOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(vector::ContractionOp op,
+                                PatternRewriter &rewriter) const override {
+    auto lhsType = op.getLhsType(), rhsType = op.getRhsType();
+    auto accType = dyn_cast<VectorType>(op.getAccType());
+    MLIRContext *ctx = op.getContext();
+    AffineExpr i = getAffineDimExpr(0, ctx), j = getAffineDimExpr(1, ctx),
+               p = getAffineDimExpr(2, ctx);
+    SmallVector<AffineMap> maps = op.getIndexingMapsArray();
+    if (op.getKind() != vector::CombiningKind::ADD || !accType ||
+        !lhsType.getElementType().isBF16() ||
+        !rhsType.getElementType().isBF16() ||
+        !accType.getElementType().isF32() || lhsType.getRank() != 2 ||
+        rhsType.getRank() != 2 || accType.getRank() != 2 ||
+        lhsType.getDimSize(1) != 2 || rhsType.getDimSize(1) != 2 ||
+        rhsType.getDimSize(0) % 16 != 0 || lhsType.isScalable() ||
+        rhsType.isScalable() ||
+        maps != SmallVector<AffineMap>{AffineMap::get(3, 0, {i, p}, ctx),
+                                       AffineMap::get(3, 0, {j, p}, ctx),
+                                       AffineMap::get(3, 0, {i, j}, ctx)})
+      return rewriter.notifyMatchFailure(op, "not a contraction in pairs");
+    Location loc = op.getLoc();
+    int64_t rows = lhsType.getDimSize(0), cols = rhsType.getDimSize(0);
+    Type bf16 = rewriter.getBF16Type(), f32 = rewriter.getF32Type();
+    auto pairsType = VectorType::get({32}, bf16);
+    auto sumsType = VectorType::get({16}, f32);
+    // rhs's columns 16 at a time, each a vector<32xbf16> of pairs.
+    Value rhsFlat = flatten(rewriter, loc, op.getRhs());
+    SmallVector<Value> columns;
+    for (int64_t c = 0; c < cols; c += 16)
+      columns.push_back(vector::ExtractStridedSliceOp::create(
+          rewriter, loc, rhsFlat, ArrayRef<int64_t>{2 * c},
+          ArrayRef<int64_t>{32}, ArrayRef<int64_t>{1}));
+    // lhs's rows, each pair as one i32.
+    Value lhsPairs = vector::BitCastOp::create(
+        rewriter, loc, VectorType::get({rows}, rewriter.getI32Type()),
+        flatten(rewriter, loc, op.getLhs()));
+    Value result = op.getAcc();
+    for (int64_t r = 0; r < rows; ++r) {
+      Value pair = vector::ExtractOp::create(rewriter, loc, lhsPairs, r);
+      Value broadcast = vector::BitCastOp::create(
+          rewriter, loc, pairsType,
+          vector::BroadcastOp::create(
+              rewriter, loc, VectorType::get({16}, rewriter.getI32Type()),
+              pair));
+      Value row = vector::ExtractOp::create(rewriter, loc, result, r);
+      for (auto [c, column] : llvm::enumerate(columns)) {
+        int64_t offset = static_cast<int64_t>(c) * 16;
+        Value sums = vector::ExtractStridedSliceOp::create(
+            rewriter, loc, row, ArrayRef<int64_t>{offset},
+            ArrayRef<int64_t>{16}, ArrayRef<int64_t>{1});
+        Value dot = x86vector::DotBF16Op::create(rewriter, loc, sumsType, sums,
+                                                 broadcast, column);
+        row = vector::InsertStridedSliceOp::create(rewriter, loc, dot, row,
+                                                   ArrayRef<int64_t>{offset},
+                                                   ArrayRef<int64_t>{1});
+      }
+      result = vector::InsertOp::create(rewriter, loc, row, result, r);
+    }
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
 struct LowerVectorsPass
     : switchyard::impl::SwitchyardLowerVectorsBase<LowerVectorsPass> {
   void runOnOperation() override {
@@ -215,6 +318,15 @@ struct LowerVectorsPass
     }
     // The accumulator tile stays in registers across the reduction loop.
     linalg::hoistRedundantVectorTransfers(func);
+
+    // Contractions in pairs to bf16 dot products, before the others become
+    // FMAs.
+    {
+      RewritePatternSet patterns(ctx);
+      patterns.add<ContractPairsToDotBF16>(ctx);
+      if (failed(applyPatternsGreedily(func, std::move(patterns))))
+        return signalPassFailure();
+    }
 
     RewritePatternSet patterns(ctx);
     vector::populateVectorContractLoweringPatterns(

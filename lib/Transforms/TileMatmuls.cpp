@@ -32,6 +32,9 @@ namespace {
 
 /// Marks the register tiles to vectorize once their shapes are static.
 constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
+/// Marks the register tiles of products in pairs, vectorized by
+/// vectorizePairTile.
+constexpr llvm::StringLiteral kPairTile = "switchyard.pair_tile";
 /// Marks packed products whose blocks have few rows (set by the lowering).
 constexpr llvm::StringLiteral kStreamWeights = "switchyard.stream_weights";
 
@@ -47,6 +50,9 @@ struct ProductDims {
   /// tile i x j, a register tile of its own.
   bool packed = false;
   int64_t tileM = 0, tileN = 0;
+  /// Packed products in pairs (`C[mt, nt, i, j] += A[mt, k, i, p] *
+  /// B[nt, k, j, p]`, p < 2): the loop p, which stays whole.
+  std::optional<unsigned> pair;
 };
 
 /// Matrix products in any form (named or generic, with broadcast or
@@ -61,12 +67,13 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     return std::nullopt;
   FailureOr<linalg::ContractionDimensions> dims =
       linalg::inferContractionDims(op);
-  if (failed(dims) || dims->m.empty() || dims->k.size() != 1)
+  if (failed(dims) || dims->m.empty() || dims->k.empty() || dims->k.size() > 2)
     return std::nullopt;
   AffineMap result = op.getIndexingMapMatchingResult(op->getResult(0));
+  unsigned numPacked = dims->batch.size() + 4 + dims->k.size();
   if (dims->n.size() == 2 && dims->m.size() == 2 &&
       result.getNumResults() == dims->batch.size() + 4 &&
-      dims->batch.size() + 5 == op.getNumLoops()) {
+      op.getNumLoops() == numPacked) {
     // A packed product: the result is [.., mt, nt, i, j].
     auto dim = [&](unsigned i) { return getAffineDimExpr(i, op.getContext()); };
     ArrayRef<AffineExpr> r = result.getResults().take_back(4);
@@ -84,8 +91,23 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     p.packed = true;
     p.tileM = ranges[dims->m[1]];
     p.tileN = ranges[dims->n[1]];
+    if (dims->k.size() == 2) {
+      // In pairs: the second reduction loop has 2 steps and is innermost in
+      // both operands.
+      unsigned pair = dims->k[1];
+      for (OpOperand *input : op.getDpsInputOperands()) {
+        AffineMap map = op.getMatchingIndexingMap(input);
+        if (map.getNumResults() == 0 || map.getResults().back() != dim(pair))
+          return std::nullopt;
+      }
+      if (ranges[pair] != 2)
+        return std::nullopt;
+      p.pair = pair;
+    }
     return p;
   }
+  if (dims->k.size() != 1)
+    return std::nullopt;
   if (dims->n.size() != 1)
     return std::nullopt;
   if (result.getNumResults() == 0 ||
@@ -133,6 +155,73 @@ LogicalResult allowContraction(IRRewriter &rewriter, linalg::LinalgOp op) {
       if (isa<arith::MulFOp, arith::AddFOp>(inner))
         inner->setAttr(math.getFastMathAttrName(), contract);
   });
+  return success();
+}
+
+/// Vectorizes a register tile of a product in pairs, `C[.., i, j] +=
+/// A[.., i, p] * B[.., j, p]` with every leading dimension of one step, as
+/// one vector.contract of `vector<Mx2xbf16>` and `vector<Nx2xbf16>` into
+/// `vector<MxNxf32>`, which switchyard-lower-vectors turns into dot-product
+/// instructions. (linalg::vectorize would broadcast both operands to
+/// `MxNx2` and widen them.)
+LogicalResult vectorizePairTile(RewriterBase &rewriter, linalg::LinalgOp op) {
+  if (op.getNumDpsInputs() != 2 || op.getNumDpsInits() != 1)
+    return failure();
+  OpOperand *lhs = op.getDpsInputOperand(0), *rhs = op.getDpsInputOperand(1);
+  OpOperand *acc = op.getDpsInitOperand(0);
+  // The last two dimensions of each operand, as loops.
+  auto lastTwo =
+      [&](OpOperand *operand) -> std::optional<std::pair<unsigned, unsigned>> {
+    auto type = dyn_cast<RankedTensorType>(operand->get().getType());
+    AffineMap map = op.getMatchingIndexingMap(operand);
+    if (!type || !type.hasStaticShape() || type.getRank() < 2 ||
+        map.getNumResults() != type.getRank() ||
+        llvm::any_of(type.getShape().drop_back(2),
+                     [](int64_t d) { return d != 1; }))
+      return std::nullopt;
+    auto d0 = dyn_cast<AffineDimExpr>(map.getResult(type.getRank() - 2));
+    auto d1 = dyn_cast<AffineDimExpr>(map.getResult(type.getRank() - 1));
+    if (!d0 || !d1)
+      return std::nullopt;
+    return std::make_pair(d0.getPosition(), d1.getPosition());
+  };
+  auto a = lastTwo(lhs), b = lastTwo(rhs), c = lastTwo(acc);
+  if (!a || !b || !c || a->second != b->second || a->first != c->first ||
+      b->first != c->second)
+    return failure();
+  Location loc = op.getLoc();
+  MLIRContext *ctx = op.getContext();
+  rewriter.setInsertionPoint(op);
+  auto read = [&](OpOperand *operand) -> Value {
+    auto type = cast<RankedTensorType>(operand->get().getType());
+    SmallVector<Value> zeros(type.getRank(),
+                             arith::ConstantIndexOp::create(rewriter, loc, 0));
+    return vector::TransferReadOp::create(
+        rewriter, loc,
+        VectorType::get(type.getShape().take_back(2), type.getElementType()),
+        operand->get(), zeros, std::nullopt,
+        AffineMap::getMinorIdentityMap(type.getRank(), 2, ctx),
+        SmallVector<bool>{true, true});
+  };
+  Value lhsVec = read(lhs), rhsVec = read(rhs), accVec = read(acc);
+  // Loops (i, j, p).
+  AffineExpr i = getAffineDimExpr(0, ctx), j = getAffineDimExpr(1, ctx),
+             p = getAffineDimExpr(2, ctx);
+  Value product = vector::ContractionOp::create(
+      rewriter, loc, lhsVec, rhsVec, accVec,
+      ArrayRef<ArrayRef<AffineExpr>>{{i, p}, {j, p}, {i, j}},
+      ArrayRef<vector::IteratorType>{vector::IteratorType::parallel,
+                                     vector::IteratorType::parallel,
+                                     vector::IteratorType::reduction});
+  auto accType = cast<RankedTensorType>(acc->get().getType());
+  SmallVector<Value> zeros(accType.getRank(),
+                           arith::ConstantIndexOp::create(rewriter, loc, 0));
+  Value written = vector::TransferWriteOp::create(
+                      rewriter, loc, product, acc->get(), zeros,
+                      AffineMap::getMinorIdentityMap(accType.getRank(), 2, ctx),
+                      SmallVector<bool>{true, true})
+                      .getResult();
+  rewriter.replaceOp(op, written);
   return success();
 }
 
@@ -184,6 +273,14 @@ struct TileMatmulsPass
         // depend on where the tiling put it.
         if (failed(allowContraction(rewriter, op)))
           return signalPassFailure();
+        continue;
+      }
+      if (op->hasAttr(kPairTile)) {
+        op->removeAttr(kPairTile);
+        if (failed(vectorizePairTile(rewriter, op))) {
+          op->emitError("cannot vectorize a register tile in pairs");
+          return signalPassFailure();
+        }
         continue;
       }
       rewriter.setInsertionPoint(op);
@@ -333,6 +430,8 @@ struct TileMatmulsPass
     if (failed(inner))
       return failure();
     inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));
+    if (dims.pair)
+      inner->tiledOps.front()->setAttr(kPairTile, UnitAttr::get(ctx));
     if (dims.packed)
       return success();
 

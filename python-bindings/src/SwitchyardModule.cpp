@@ -163,8 +163,8 @@ struct CompileResult {
 /// otherwise returns the IR at `stage`.
 CompileResult compileModel(const std::string &text, const std::string &fileName,
                            const std::string &stageText, unsigned optLevel,
-                           bool parallel, bool fusion, bool captureIR,
-                           std::optional<std::string> output,
+                           bool parallel, bool fusion, bool bf16DotProducts,
+                           bool captureIR, std::optional<std::string> output,
                            const std::string &runtimeDir) {
   std::optional<Stage> stage = parseStage(stageText);
   if (!stage)
@@ -218,6 +218,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   options.stage = *stage;
   options.parallel = parallel;
   options.fusion = fusion;
+  options.bf16DotProducts = bf16DotProducts;
   options.optLevel = optLevel;
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {
@@ -245,9 +246,12 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
         os << layerIR;
         repro = "\nreproduce with: moe-opt " + std::string(path) +
                 " '--switchyard-cpu-pipeline=stop-after=" +
-                (*stage == Stage::Layer ? "routing" : stringifyStage(*stage)).str() +
+                (*stage == Stage::Layer ? "routing" : stringifyStage(*stage))
+                    .str() +
                 " parallel=" + (parallel ? "true" : "false") +
-                " fusion=" + (fusion ? "true" : "false") + "'";
+                " fusion=" + (fusion ? "true" : "false") +
+                " bf16-dot-products=" + (bf16DotProducts ? "true" : "false") +
+                "'";
       }
     }
     throw fail(repro);
@@ -299,8 +303,9 @@ NB_MODULE(_switchyard, m) {
       .def_ro("manifest", &CompileResult::manifest);
 
   m.def("compile", &compileModel, nb::arg("text"), nb::arg("file_name"),
-        nb::arg("stage"), nb::arg("opt_level"), nb::arg("parallel"), nb::arg("fusion"),
-        nb::arg("capture_ir"), nb::arg("output").none(), nb::arg("runtime_dir"),
+        nb::arg("stage"), nb::arg("opt_level"), nb::arg("parallel"),
+        nb::arg("fusion"), nb::arg("bf16_dot_products"), nb::arg("capture_ir"),
+        nb::arg("output").none(), nb::arg("runtime_dir"),
         nb::call_guard<nb::gil_scoped_release>(),
         "Compiles a model; links a shared library at `output` when given, "
         "else returns the IR at `stage`.");

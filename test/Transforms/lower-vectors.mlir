@@ -108,3 +108,38 @@ func.func @next_accumulator(%a: memref<?x256x2xf32>, %b: memref<?x256x32xf32>, %
   }
   return
 }
+
+// A register tile of a product in pairs, bufferized: each reduction step
+// reads the tile's row pairs (8x2 bf16) and column pairs (32x2 bf16) whole,
+// one vector load each, and becomes one AVX-512 BF16 dot product per row and
+// 16 columns: the row's pair, as one i32, broadcast to every lane. The
+// column pairs are prefetched 4 KiB ahead, as a bf16 row.
+// CHECK-LABEL: func.func @pairs
+// CHECK: scf.for {{.*}} -> (vector<8x32xf32>)
+// CHECK-NOT: vector.contract
+// CHECK: memref.prefetch {{.*}} : memref<64xbf16, {{.*}}>
+// CHECK-DAG: vector.load {{.*}} : memref<64xbf16, {{.*}}>, vector<64xbf16>
+// CHECK-DAG: %[[L:.*]] = vector.load {{.*}} : memref<16xbf16, {{.*}}>, vector<16xbf16>
+// CHECK: vector.bitcast %[[L]] : vector<16xbf16> to vector<8xi32>
+// CHECK-COUNT-16: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
+// CHECK-NOT: x86vector.avx512.dot
+// CHECK-NOT: vector.fma
+// CHECK: scf.yield
+#pl = affine_map<(i, j, p) -> (i, p)>
+#pr = affine_map<(i, j, p) -> (j, p)>
+#pc = affine_map<(i, j, p) -> (i, j)>
+func.func @pairs(%a: memref<4x8x2xbf16>, %b: memref<4x32x2xbf16>, %c: vector<8x32xf32>) -> vector<8x32xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %pad = ub.poison : bf16
+  %r = scf.for %k = %c0 to %c4 step %c1 iter_args(%acc = %c) -> (vector<8x32xf32>) {
+    %sa = memref.subview %a[%k, 0, 0] [1, 8, 2] [1, 1, 1] : memref<4x8x2xbf16> to memref<8x2xbf16, strided<[2, 1], offset: ?>>
+    %sb = memref.subview %b[%k, 0, 0] [1, 32, 2] [1, 1, 1] : memref<4x32x2xbf16> to memref<32x2xbf16, strided<[2, 1], offset: ?>>
+    %l = vector.transfer_read %sa[%c0, %c0], %pad {in_bounds = [true, true]} : memref<8x2xbf16, strided<[2, 1], offset: ?>>, vector<8x2xbf16>
+    %r = vector.transfer_read %sb[%c0, %c0], %pad {in_bounds = [true, true]} : memref<32x2xbf16, strided<[2, 1], offset: ?>>, vector<32x2xbf16>
+    %n = vector.contract {indexing_maps = [#pl, #pr, #pc], iterator_types = ["parallel", "parallel", "reduction"], kind = #vector.kind<add>} %l, %r, %acc : vector<8x2xbf16>, vector<32x2xbf16> into vector<8x32xf32>
+    scf.yield %n : vector<8x32xf32>
+  }
+  return %r : vector<8x32xf32>
+}

@@ -93,3 +93,34 @@ func.func @packed_stream(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c
   } -> tensor<4x?x6x8x32xf32>
   return %0 : tensor<4x?x6x8x32xf32>
 }
+
+// A packed product in pairs (convert-moe-to-linalg's bf16-dot-products):
+// the pair loop p stays whole, and each register tile becomes one
+// contraction of the tile's row pairs and column pairs, in bf16, into its
+// f32 accumulator, which stays in registers across the reduction loop.
+// (The 32 pairs are one reduction panel.)
+// CHECK-LABEL: func.func @packed_pairs
+// CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
+// CHECK:     scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:         %[[ACC:.*]] = vector.transfer_read {{.*}} : tensor<1x1x1x8x32xf32>, vector<8x32xf32>
+// CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[S:.*]] = %[[ACC]]) -> ({{.*}}, vector<8x32xf32>)
+// CHECK:           %[[L:.*]] = vector.transfer_read {{.*}} : tensor<1x1x1x8x2xbf16>, vector<8x2xbf16>
+// CHECK:           %[[R:.*]] = vector.transfer_read {{.*}} : tensor<1x1x1x32x2xbf16>, vector<32x2xbf16>
+// CHECK:           vector.contract {{{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}}} %[[L]], %[[R]], %[[S]] : vector<8x2xbf16>, vector<32x2xbf16> into vector<8x32xf32>
+// CHECK-NOT:     linalg.generic
+#qa = affine_map<(e, mt, nt, k, i, j, p) -> (e, mt, k, i, p)>
+#qb = affine_map<(e, mt, nt, k, i, j, p) -> (e, nt, k, j, p)>
+#qc = affine_map<(e, mt, nt, k, i, j, p) -> (e, mt, nt, i, j)>
+func.func @packed_pairs(%a: tensor<4x?x32x8x2xbf16>, %b: tensor<4x6x32x32x2xbf16>, %c: tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32> {
+  %0 = linalg.generic {indexing_maps = [#qa, #qb, #qc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel", "reduction"]}
+    ins(%a, %b : tensor<4x?x32x8x2xbf16>, tensor<4x6x32x32x2xbf16>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: bf16, %y: bf16, %z: f32):
+    %xf = arith.extf %x : bf16 to f32
+    %yf = arith.extf %y : bf16 to f32
+    %m = arith.mulf %xf, %yf : f32
+    %s = arith.addf %z, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}

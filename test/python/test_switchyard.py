@@ -195,6 +195,44 @@ def test_bf16_model_with_ml_dtypes_arrays(tmp_path):
     np.testing.assert_array_equal(again.output, result.output)
 
 
+def host_has_bf16_dot_products():
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    return cpuinfo.exists() and "avx512_bf16" in cpuinfo.read_text().split()
+
+
+@pytest.mark.skipif(not host_has_bf16_dot_products(), reason="the host has no avx512bf16")
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe", "ffn"])
+def test_bf16_dot_products(kind):
+    # Widths that are multiples of 32, so that the expert products are
+    # packed, here in pairs.
+    model = sy.Model(d_model=32, seq_len=8, dtype="bf16", name=kind,
+                     blocks=[dict(KINDS[kind], d_ff=64)])
+    linalg = sy.compile(model, stage="linalg", bf16_dot_products=True).ir
+    assert "permutation = [0, 3, 1, 4, 2]" in linalg and "x8x2xbf16>" in linalg
+    assert "x8x2xbf16>" not in sy.compile(model, stage="linalg").ir
+    assert "x86vector.avx512.dot" in sy.compile(model, stage="loops",
+                                                bf16_dot_products=True).ir
+    dot = sy.compile(model, bf16_dot_products=True)
+    fma = sy.compile(model)
+    rng = np.random.default_rng(5)
+    weights = random_weights(dot, rng)
+    x = rng.standard_normal((3, 8, 32)).astype(ml_dtypes.bfloat16)
+    got = dot(x, weights=weights).output.astype(np.float32)
+    expected, _ = ref.model_forward(model.description, weights, x)
+    assert rel_error(got, expected) < 2e-2
+    # The same sums in another order (each pair's second product first):
+    # at most a rounding of the bf16 results apart.
+    np.testing.assert_allclose(got, fma(x, weights=weights).output.astype(np.float32),
+                               rtol=2 ** -7, atol=2 ** -7)
+
+
+@pytest.mark.skipif(host_has_bf16_dot_products(), reason="the host has avx512bf16")
+def test_bf16_dot_products_need_the_instruction():
+    model = sy.Model(d_model=32, seq_len=8, dtype="bf16", blocks=[dict(KINDS["moe"], d_ff=64)])
+    with pytest.raises(sy.CompileError, match="bf16 dot products need a host with avx512bf16"):
+        sy.compile(model, bf16_dot_products=True)
+
+
 def test_weights_from_a_safetensors_path_and_seeds(tmp_path):
     model = sy.Model(d_model=16, seq_len=8, blocks=[KINDS["moe"]])
     compiled = sy.compile(model)

@@ -89,6 +89,11 @@ cl::opt<bool> noFusion("no-fusion",
                                 "(moe-fuse-router, moe-fuse-experts, "
                                 "moe-fuse-soft)"),
                        cl::init(false), cl::cat(moecCategory));
+cl::opt<bool> bf16Dot(
+    "bf16-dot-products",
+    cl::desc("Multiply bf16 expert weights with the AVX-512 BF16 dot-product "
+             "instruction (vdpbf16ps); the host must have avx512bf16"),
+    cl::init(false), cl::cat(moecCategory));
 cl::opt<bool> sanitize("sanitize",
                        cl::desc("Link the runtime built with AddressSanitizer "
                                 "and UndefinedBehaviorSanitizer"),
@@ -146,6 +151,7 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
   options.stage = emit == Emit::MLIR ? stage.getValue() : Stage::LLVM;
   options.parallel = !noParallel;
   options.fusion = !noFusion;
+  options.bf16DotProducts = bf16Dot;
   options.optLevel = optLevel;
   std::string entryName = entry.getName().str();
   {

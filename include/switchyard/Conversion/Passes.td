@@ -33,7 +33,19 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
       `linalg.generic` reductions.
 
     Layer-level ops must be decomposed first (`moe-decompose`).
+
+    With `bf16-dot-products`, the packed products of bf16 experts read
+    their operands in pairs along the reduction (weights `[N/32, K/2, 32,
+    2]`, rows `[M/8, K/2, 8, 2]`), the layout of the AVX-512 BF16
+    dot-product instruction (`vdpbf16ps`), which `switchyard-lower-vectors`
+    then uses: two products a lane per instruction, no widening. The driver
+    sets it when the host has `avx512bf16`.
   }];
+  let options = [
+    Option<"bf16DotProducts", "bf16-dot-products", "bool", "false",
+           "Pack bf16 expert products in pairs along the reduction for the "
+           "AVX-512 BF16 dot-product instruction">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::linalg::LinalgDialect",

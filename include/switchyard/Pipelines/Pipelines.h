@@ -36,6 +36,13 @@ struct CPUPipelineOptions
                       llvm::cl::desc("Run the moe fusion passes "
                                      "(moe-fuse-experts)"),
                       llvm::cl::init(true)};
+  Option<bool> bf16DotProducts{
+      *this, "bf16-dot-products",
+      llvm::cl::desc("Multiply bf16 expert weights with the AVX-512 BF16 "
+                     "dot-product instruction (vdpbf16ps): the target must "
+                     "have avx512bf16 (moec and the Python package set it "
+                     "from the host)"),
+      llvm::cl::init(false)};
   Option<CPUStage> stopAfter{
       *this, "stop-after", llvm::cl::desc("The stage to stop after"),
       llvm::cl::init(CPUStage::LLVM),

@@ -190,9 +190,19 @@ def SwitchyardLowerVectors
     tile) and vector transfers to plain loads and stores, ready for
     `convert-vector-to-llvm`.
 
-    Then, in each reduction loop that feeds FMAs, it prefetches
-    (`memref.prefetch`) the rows its wide loads (16 elements or more: the
-    right operand's row) will read 1 KiB ahead in f32, 4 KiB in bf16/f16.
+    A contraction in pairs (`switchyard-tile-matmuls`' register tiles of
+    products in pairs: `vector<Mx2xbf16>` rows times `vector<Nx2xbf16>`
+    columns into `vector<MxNxf32>`, N a multiple of 16) becomes one AVX-512
+    BF16 dot product (`x86vector.avx512.dot`, `vdpbf16ps`) per row and 16
+    columns: the row's pair broadcast to every lane, times the columns'
+    pairs, added to the f32 sums (the pair's second product first, each
+    rounded once, as two FMAs would; denormal inputs and results are
+    flushed to zero).
+
+    Then, in each reduction loop that feeds FMAs or dot products, it
+    prefetches (`memref.prefetch`) the rows its wide loads (64 bytes or
+    more: the right operand's row) will read 1 KiB ahead in f32, 4 KiB in
+    bf16/f16.
     Packed weights are read in order, so this is the data the loop needs
     next. Measured on the Soft MoE B/16 block at B=8, which is bound by
     reading its weights: bf16 136 to 95 ms, f32 about 168 to 158 ms.
@@ -207,7 +217,8 @@ def SwitchyardLowerVectors
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::memref::MemRefDialect",
-    "::mlir::vector::VectorDialect"
+    "::mlir::vector::VectorDialect",
+    "::mlir::x86vector::X86VectorDialect"
   ];
 }
 

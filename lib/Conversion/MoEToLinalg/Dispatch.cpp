@@ -212,8 +212,8 @@ struct CombineLowering : OpConversionPattern<moe::CombineOp> {
   }
 };
 
-struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
+struct RoutedExpertsLowering : ExpertMLPLowering<moe::RoutedExpertsOp> {
+  using ExpertMLPLowering::ExpertMLPLowering;
 
   LogicalResult
   matchAndRewrite(moe::RoutedExpertsOp op, OpAdaptor adaptor,
@@ -287,7 +287,7 @@ struct RoutedExpertsLowering : OpConversionPattern<moe::RoutedExpertsOp> {
     Type dtype = elementType(x);
     Value out = buildRowBlockMLPs(
         b, loc, maxRows, dimOf(b, loc, x, 2),
-        mlpWeights(adaptor, op.getActivation()),
+        mlpWeights(adaptor, op.getActivation(), bf16DotProducts),
         [&](OpBuilder &b, Location loc, Value e) {
           return convertScalar(b, loc, extract(b, loc, counts, e),
                                b.getIndexType());
@@ -560,8 +560,8 @@ struct ExpertChoiceCombineLowering
   }
 };
 
-struct ChosenExpertsLowering : OpConversionPattern<moe::ChosenExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
+struct ChosenExpertsLowering : ExpertMLPLowering<moe::ChosenExpertsOp> {
+  using ExpertMLPLowering::ExpertMLPLowering;
 
   LogicalResult
   matchAndRewrite(moe::ChosenExpertsOp op, OpAdaptor adaptor,
@@ -576,7 +576,7 @@ struct ChosenExpertsLowering : OpConversionPattern<moe::ChosenExpertsOp> {
         arith::MulIOp::create(b, loc, dimOf(b, loc, tokens, 0), slots);
     Value out = buildRowBlockMLPs(
         b, loc, maxRows, dimOf(b, loc, x, 2),
-        mlpWeights(adaptor, op.getActivation()),
+        mlpWeights(adaptor, op.getActivation(), bf16DotProducts),
         [&](OpBuilder &, Location, Value) { return maxRows; },
         [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
           Value inRange = arith::CmpIOp::create(
@@ -621,10 +621,10 @@ struct ChosenExpertsLowering : OpConversionPattern<moe::ChosenExpertsOp> {
 } // namespace
 
 void switchyard::populateMoEDispatchToLinalgPatterns(
-    RewritePatternSet &patterns) {
-  patterns.add<DispatchLowering, CombineLowering, RoutedExpertsLowering,
-               ChosenExpertsLowering,
-               DispatchGroupedLowering,
+    RewritePatternSet &patterns, bool bf16DotProducts) {
+  patterns.add<RoutedExpertsLowering, ChosenExpertsLowering>(
+      patterns.getContext(), bf16DotProducts);
+  patterns.add<DispatchLowering, CombineLowering, DispatchGroupedLowering,
                CombineGroupedLowering, ExpertChoiceDispatchLowering,
                ExpertChoiceCombineLowering>(patterns.getContext());
 }

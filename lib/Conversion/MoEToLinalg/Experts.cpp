@@ -81,9 +81,10 @@ Value epilogue(OpBuilder &b, Location loc, Value acc, Value extra, Value bias,
 
 /// `ap [MT, K, 8]` times `bp [NT, K, 32]` into a fresh f32 accumulator
 /// `[MT, NT, 8, 32]`: the packed product switchyard-tile-matmuls gives full
-/// register tiles with contiguous operands.
+/// register tiles with contiguous operands. With `pairs`, the operands are
+/// `ap [MT, K/2, 8, 2]` and `bp [NT, K/2, 32, 2]` (packsPairs).
 Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
-                      bool streamWeights) {
+                      bool streamWeights, bool pairs) {
   MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
   Value acc = zeroTensor(b, loc,
@@ -91,16 +92,24 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
                           tensor::getMixedSize(b, loc, bp, 0),
                           b.getIndexAttr(kPackRows), b.getIndexAttr(kPackCols)},
                          f32);
-  // Loops (mt, nt, k, i, j).
+  // Loops (mt, nt, k, i, j), and p (the pair's element) with pairs.
+  unsigned numLoops = pairs ? 6 : 5;
   auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
-  SmallVector<AffineMap> maps = {
-      AffineMap::get(5, 0, {d(0), d(2), d(3)}, ctx),
-      AffineMap::get(5, 0, {d(1), d(2), d(4)}, ctx),
-      AffineMap::get(5, 0, {d(0), d(1), d(3), d(4)}, ctx)};
+  auto map = [&](ArrayRef<AffineExpr> exprs) {
+    return AffineMap::get(numLoops, 0, exprs, ctx);
+  };
+  SmallVector<AffineMap> maps = {map({d(0), d(2), d(3)}),
+                                 map({d(1), d(2), d(4)}),
+                                 map({d(0), d(1), d(3), d(4)})};
   using utils::IteratorType;
   SmallVector<IteratorType> iterators = {
       IteratorType::parallel, IteratorType::parallel, IteratorType::reduction,
       IteratorType::parallel, IteratorType::parallel};
+  if (pairs) {
+    maps = {map({d(0), d(2), d(3), d(5)}), map({d(1), d(2), d(4), d(5)}),
+            maps.back()};
+    iterators.push_back(IteratorType::reduction);
+  }
   Value product = buildGeneric(
       b, loc, ValueRange{ap, bp}, acc, maps, iterators,
       [&](OpBuilder &b, Location loc, ValueRange args) {
@@ -122,64 +131,99 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
 /// `extra`, the same shape), adds `bias [N]`, applies `fn`, rounds to
 /// `roundTo` (the model dtype) and writes `init` through `outDims` (a
 /// permutation of the loops (mt, nt, i, j)), which gives the next product
-/// its packed operand or the caller its rows.
-Value packedEpilogue(OpBuilder &b, Location loc, Value acc, Value extra,
-                     Value bias, Value init, ArrayRef<unsigned> outDims,
-                     Type roundTo,
-                     function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
+/// its packed operand or the caller its rows. With `pairs`, the columns are
+/// read as [NT, 16, 2], the loops are (mt, nt, i, j2, p) with j = 2 * j2 + p,
+/// and `outDims` a permutation of those.
+Value packedEpilogue(
+    OpBuilder &b, Location loc, Value acc, Value extra, Value bias, Value init,
+    ArrayRef<unsigned> outDims, Type roundTo, bool pairs,
+    function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
   MLIRContext *ctx = b.getContext();
   Type resultType = elementType(init);
+  unsigned numLoops = pairs ? 5 : 4;
   auto map = [&](ArrayRef<unsigned> dims) {
     SmallVector<AffineExpr> exprs;
     for (unsigned d : dims)
       exprs.push_back(getAffineDimExpr(d, ctx));
-    return AffineMap::get(4, 0, exprs, ctx);
+    return AffineMap::get(numLoops, 0, exprs, ctx);
   };
+  // [MT, NT, 8, 32] as [MT, NT, 8, 16, 2].
+  auto splitColumns = [&](Value v) -> Value {
+    if (!pairs || !v)
+      return v;
+    auto type = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape(type.getShape());
+    shape.back() = kPackCols / 2;
+    shape.push_back(2);
+    return tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get(shape, type.getElementType()), v,
+        SmallVector<ReassociationIndices>{{0}, {1}, {2}, {3, 4}});
+  };
+  acc = splitColumns(acc);
+  extra = splitColumns(extra);
+  SmallVector<unsigned> identity =
+      llvm::to_vector(llvm::seq<unsigned>(0, numLoops));
   SmallVector<Value> inputs = {acc};
-  SmallVector<AffineMap> maps = {map({0, 1, 2, 3})};
+  SmallVector<AffineMap> maps = {map(identity)};
   if (extra) {
     inputs.push_back(extra);
     maps.push_back(maps.front());
   }
   if (bias) {
-    // [N] as [N/32, 32], read at (nt, j).
+    // [N] as [N/32, 32] read at (nt, j), or [N/32, 16, 2] at (nt, j2, p).
     auto type = cast<ShapedType>(bias.getType());
+    SmallVector<int64_t> shape = {type.getDimSize(0) / kPackCols, kPackCols};
+    ReassociationIndices all = {0, 1};
+    SmallVector<unsigned> dims = {1, 3};
+    if (pairs) {
+      shape = {shape[0], kPackCols / 2, 2};
+      all.push_back(2);
+      dims.push_back(4);
+    }
     inputs.push_back(tensor::ExpandShapeOp::create(
-        b, loc,
-        RankedTensorType::get({type.getDimSize(0) / kPackCols, kPackCols},
-                              type.getElementType()),
-        bias, SmallVector<ReassociationIndices>{{0, 1}}));
-    maps.push_back(map({1, 3}));
+        b, loc, RankedTensorType::get(shape, type.getElementType()), bias,
+        SmallVector<ReassociationIndices>{all}));
+    maps.push_back(map(dims));
   }
   maps.push_back(map(outDims));
-  return buildGeneric(
-      b, loc, inputs, init, maps, parallelIterators(4),
-      [&](OpBuilder &b, Location loc, ValueRange args) {
-        epilogueBody(b, loc, args, extra != nullptr, bias != nullptr,
-                     roundTo, resultType, fn);
-      });
+  return buildGeneric(b, loc, inputs, init, maps, parallelIterators(numLoops),
+                      [&](OpBuilder &b, Location loc, ValueRange args) {
+                        epilogueBody(b, loc, args, extra != nullptr,
+                                     bias != nullptr, roundTo, resultType, fn);
+                      });
 }
 
 } // namespace
 
-Value switchyard::lowering::packWeight(OpBuilder &b, Location loc,
-                                       Value weight) {
+bool switchyard::lowering::packsPairs(const MLPWeights &weights) {
+  return weights.bf16Pairs && elementType(weights.w1).isBF16();
+}
+
+Value switchyard::lowering::packWeight(OpBuilder &b, Location loc, Value weight,
+                                       bool pairs) {
   if (!weight)
     return weight;
-  // [E, K, N] -> [E, K, N/32, 32] -> [E, N/32, K, 32].
+  // [E, K, N] -> [E, K, N/32, 32] -> [E, N/32, K, 32], or in pairs
+  // [E, K/2, 2, N/32, 32] -> [E, N/32, K/2, 32, 2].
   auto type = cast<RankedTensorType>(weight.getType());
   ArrayRef<int64_t> shape = type.getShape();
   int64_t e = shape[0], k = shape[1], n = shape[2];
-  auto split = RankedTensorType::get({e, k, n / kPackCols, kPackCols},
-                                     type.getElementType());
+  SmallVector<int64_t> split = {e, k, n / kPackCols, kPackCols};
+  SmallVector<ReassociationIndices> reassociation = {{0}, {1}, {2, 3}};
+  SmallVector<int64_t> packed = {e, n / kPackCols, k, kPackCols};
+  SmallVector<int64_t> permutation = {0, 2, 1, 3};
+  if (pairs) {
+    split = {e, k / 2, 2, n / kPackCols, kPackCols};
+    reassociation = {{0}, {1, 2}, {3, 4}};
+    packed = {e, n / kPackCols, k / 2, kPackCols, 2};
+    permutation = {0, 3, 1, 4, 2};
+  }
   Value expanded = tensor::ExpandShapeOp::create(
-      b, loc, split, weight,
-      SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
-  Value init = tensor::EmptyOp::create(
-      b, loc, ArrayRef<int64_t>{e, n / kPackCols, k, kPackCols},
-      type.getElementType());
-  auto transpose = linalg::TransposeOp::create(b, loc, expanded, init,
-                                              ArrayRef<int64_t>{0, 2, 1, 3});
+      b, loc, RankedTensorType::get(split, type.getElementType()), weight,
+      reassociation);
+  Value init = tensor::EmptyOp::create(b, loc, packed, type.getElementType());
+  auto transpose =
+      linalg::TransposeOp::create(b, loc, expanded, init, permutation);
   // switchyard-hoist-weight-packing moves this to load time.
   transpose->setAttr("switchyard.pack_weight", b.getUnitAttr());
   return transpose.getResult()[0];
@@ -204,32 +248,51 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
                                            Value input, const MLPWeights &w,
                                            bool streamWeights) {
   Type modelType = elementType(w.w1);
+  bool pairs = packsPairs(w);
+  // w2 is [D/32, F, 32], or [D/32, F/2, 32, 2] in pairs.
   auto w2Type = cast<ShapedType>(w.w2.getType());
-  int64_t f = w2Type.getDimSize(1);
+  int64_t f = w2Type.getDimSize(1) * (pairs ? 2 : 1);
   int64_t dModel = w2Type.getDimSize(0) * kPackCols;
   OpFoldResult tiles = tensor::getMixedSize(b, loc, input, 0); // MT
 
-  Value h1 = packedMatmulF32(b, loc, input, w.w1, streamWeights);
-  Value gate =
-      w.wg ? packedMatmulF32(b, loc, input, w.wg, streamWeights) : Value();
+  Value h1 = packedMatmulF32(b, loc, input, w.w1, streamWeights, pairs);
+  Value gate = w.wg ? packedMatmulF32(b, loc, input, w.wg, streamWeights, pairs)
+                    : Value();
   // The hidden activations, packed as the second product's left operand:
   // [MT, F/32, 32, 8] is [MT, F, 8].
   // They are stored in the model dtype (SEMANTICS.md section 1), and packed
   // in f32, so that the product does not widen every element it
-  // broadcasts.
-  Value hiddenInit = tensor::EmptyOp::create(
-      b, loc,
-      {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
-       b.getIndexAttr(kPackRows)},
-      b.getF32Type());
-  Value hidden = packedEpilogue(
-      b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2}, modelType,
-      [&](OpBuilder &b, Location loc, Value v, Value g) {
-        return applyActivation(b, loc, w.activation, v, g);
-      });
-  hidden = tensor::CollapseShapeOp::create(
-      b, loc, hidden, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
-  Value out = packedMatmulF32(b, loc, hidden, w.w2, streamWeights);
+  // broadcasts. In pairs, [MT, F/32, 16, 8, 2] is [MT, F/2, 8, 2] in bf16.
+  Value hidden;
+  if (pairs) {
+    Value hiddenInit = tensor::EmptyOp::create(
+        b, loc,
+        {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols / 2),
+         b.getIndexAttr(kPackRows), b.getIndexAttr(2)},
+        modelType);
+    hidden = packedEpilogue(
+        b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2, 4}, modelType,
+        /*pairs=*/true, [&](OpBuilder &b, Location loc, Value v, Value g) {
+          return applyActivation(b, loc, w.activation, v, g);
+        });
+    hidden = tensor::CollapseShapeOp::create(
+        b, loc, hidden,
+        SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
+  } else {
+    Value hiddenInit = tensor::EmptyOp::create(
+        b, loc,
+        {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
+         b.getIndexAttr(kPackRows)},
+        b.getF32Type());
+    hidden = packedEpilogue(
+        b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2}, modelType,
+        /*pairs=*/false, [&](OpBuilder &b, Location loc, Value v, Value g) {
+          return applyActivation(b, loc, w.activation, v, g);
+        });
+    hidden = tensor::CollapseShapeOp::create(
+        b, loc, hidden, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
+  }
+  Value out = packedMatmulF32(b, loc, hidden, w.w2, streamWeights, pairs);
   // Rows again: [MT, 8, D/32, 32] is [MT * 8, D].
   Value outInit = tensor::EmptyOp::create(
       b, loc,
@@ -238,7 +301,7 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
       modelType);
   Value rows = packedEpilogue(
       b, loc, out, Value(), w.b2, outInit, {0, 2, 1, 3}, modelType,
-      [](OpBuilder &, Location, Value v, Value) { return v; });
+      /*pairs=*/false, [](OpBuilder &, Location, Value v, Value) { return v; });
   return tensor::CollapseShapeOp::create(
       b, loc, rows, SmallVector<ReassociationIndices>{{0, 1}, {2, 3}});
 }
@@ -274,10 +337,11 @@ Value switchyard::lowering::buildRowBlockMLPs(
   // block reads its rows straight into the packed layout.
   MLPWeights weights = unpacked;
   bool packed = canPack(weights);
+  bool pairs = packed && packsPairs(weights);
   if (packed) {
-    weights.w1 = packWeight(b, loc, weights.w1);
-    weights.wg = packWeight(b, loc, weights.wg);
-    weights.w2 = packWeight(b, loc, weights.w2);
+    weights.w1 = packWeight(b, loc, weights.w1, pairs);
+    weights.wg = packWeight(b, loc, weights.wg, pairs);
+    weights.w2 = packWeight(b, loc, weights.w2, pairs);
   }
   auto forall = scf::ForallOp::create(
       b, loc,
@@ -327,15 +391,23 @@ Value switchyard::lowering::buildRowBlockMLPs(
       b, loc, blockStart(arith::AddIOp::create(b, loc, j, one)), start);
 
   // The block's rows: [rows, D], or packed [rows / 8, D, 8] in f32 (the
-  // model dtype's values, widened exactly; loops (mt, d, i), row mt * 8 + i).
+  // model dtype's values, widened exactly; loops (mt, d, i), row mt * 8 + i),
+  // or in pairs [rows / 8, D / 2, 8, 2] in bf16 (loops (mt, d2, i, p),
+  // column 2 * d2 + p).
   SmallVector<OpFoldResult> sizes = {getAsOpFoldResult(rows),
                                      getAsOpFoldResult(width)};
-  if (packed)
-    sizes = {getAsOpFoldResult(
-                 arith::DivUIOp::create(b, loc, rows, multiple).getResult()),
-             getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
+  OpFoldResult tileRows = getAsOpFoldResult(
+      arith::DivUIOp::create(b, loc, rows, multiple).getResult());
+  if (pairs)
+    sizes = {tileRows,
+             getAsOpFoldResult(
+                 arith::DivUIOp::create(b, loc, width, indexConst(b, loc, 2))
+                     .getResult()),
+             b.getIndexAttr(kPackRows), b.getIndexAttr(2)};
+  else if (packed)
+    sizes = {tileRows, getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
   unsigned rank = sizes.size();
-  Type rowType = packed ? b.getF32Type() : dtype;
+  Type rowType = packed && !pairs ? b.getF32Type() : dtype;
   Value rowsInit = tensor::EmptyOp::create(b, loc, sizes, rowType);
   Value input = buildGeneric(
       b, loc, ValueRange{}, rowsInit,
@@ -347,7 +419,13 @@ Value switchyard::lowering::buildRowBlockMLPs(
               b, loc, arith::MulIOp::create(b, loc, row, multiple),
               linalg::IndexOp::create(b, loc, 2));
         Value r = arith::AddIOp::create(b, loc, start, row);
-        Value v = element(b, loc, e, r, linalg::IndexOp::create(b, loc, 1));
+        Value column = linalg::IndexOp::create(b, loc, 1);
+        if (pairs)
+          column = arith::AddIOp::create(
+              b, loc,
+              arith::MulIOp::create(b, loc, column, indexConst(b, loc, 2)),
+              linalg::IndexOp::create(b, loc, 3));
+        Value v = element(b, loc, e, r, column);
         linalg::YieldOp::create(b, loc, convertScalar(b, loc, v, rowType));
       });
   MLPWeights expert = expertWeights(b, loc, weights, e);
@@ -413,9 +491,13 @@ static Value expertSlice(OpBuilder &b, Location loc, Value weight, Value e) {
 MLPWeights switchyard::lowering::expertWeights(OpBuilder &b, Location loc,
                                               const MLPWeights &weights,
                                               Value e) {
-  return {expertSlice(b, loc, weights.w1, e), expertSlice(b, loc, weights.wg, e),
-          expertSlice(b, loc, weights.w2, e), expertSlice(b, loc, weights.b1, e),
-          expertSlice(b, loc, weights.b2, e), weights.activation};
+  return {expertSlice(b, loc, weights.w1, e),
+          expertSlice(b, loc, weights.wg, e),
+          expertSlice(b, loc, weights.w2, e),
+          expertSlice(b, loc, weights.b1, e),
+          expertSlice(b, loc, weights.b2, e),
+          weights.activation,
+          weights.bf16Pairs};
 }
 
 Value switchyard::lowering::buildUniformRowBlockMLPs(
@@ -441,14 +523,15 @@ Value switchyard::lowering::buildUniformRowBlockMLPs(
 
 namespace {
 
-struct ExpertsLowering : OpConversionPattern<moe::ExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
+struct ExpertsLowering : ExpertMLPLowering<moe::ExpertsOp> {
+  using ExpertMLPLowering::ExpertMLPLowering;
 
   LogicalResult
   matchAndRewrite(moe::ExpertsOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &b) const override {
     Location loc = op.getLoc();
-    MLPWeights weights = mlpWeights(adaptor, op.getActivation());
+    MLPWeights weights =
+        mlpWeights(adaptor, op.getActivation(), bf16DotProducts);
     Value input = adaptor.getInput();
     if (!canPack(weights)) {
       b.replaceOp(op, buildMLP(b, loc, input, weights));
@@ -515,7 +598,8 @@ struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
 
 } // namespace
 
-void switchyard::populateMoEExpertsToLinalgPatterns(
-    RewritePatternSet &patterns) {
-  patterns.add<ExpertsLowering, GroupedExpertsLowering>(patterns.getContext());
+void switchyard::populateMoEExpertsToLinalgPatterns(RewritePatternSet &patterns,
+                                                    bool bf16DotProducts) {
+  patterns.add<ExpertsLowering>(patterns.getContext(), bf16DotProducts);
+  patterns.add<GroupedExpertsLowering>(patterns.getContext());
 }

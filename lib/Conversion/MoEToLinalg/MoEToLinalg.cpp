@@ -21,6 +21,8 @@ namespace {
 
 struct ConvertMoEToLinalgPass
     : switchyard::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
+  using Base::Base;
+
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
     ConversionTarget target(*ctx);
@@ -35,9 +37,9 @@ struct ConvertMoEToLinalgPass
     RewritePatternSet patterns(ctx);
     switchyard::populateMoERouterToLinalgPatterns(patterns);
     switchyard::populateMoERoutingToSCFPatterns(patterns);
-    switchyard::populateMoEDispatchToLinalgPatterns(patterns);
-    switchyard::populateMoEExpertsToLinalgPatterns(patterns);
-    switchyard::populateMoESoftToLinalgPatterns(patterns);
+    switchyard::populateMoEDispatchToLinalgPatterns(patterns, bf16DotProducts);
+    switchyard::populateMoEExpertsToLinalgPatterns(patterns, bf16DotProducts);
+    switchyard::populateMoESoftToLinalgPatterns(patterns, bf16DotProducts);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

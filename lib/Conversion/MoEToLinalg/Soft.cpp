@@ -487,8 +487,8 @@ Value onlineSoftDispatch(OpBuilder &b, Location loc, Value x, Value logits) {
       });
 }
 
-struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
+struct SoftExpertsLowering : ExpertMLPLowering<moe::SoftExpertsOp> {
+  using ExpertMLPLowering::ExpertMLPLowering;
 
   LogicalResult
   matchAndRewrite(moe::SoftExpertsOp op, OpAdaptor adaptor,
@@ -522,7 +522,8 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
 
     // Expert e's rows are its slots (g, q), row g * p + q: the output is
     // [n, >= NG * p, D] with that row order.
-    MLPWeights weights = mlpWeights(adaptor, op.getActivation());
+    MLPWeights weights =
+        mlpWeights(adaptor, op.getActivation(), bf16DotProducts);
     Value groups = dimOf(b, loc, x, 0), width = dimOf(b, loc, x, 2);
     Value rows = arith::MulIOp::create(b, loc, groups, indexConst(b, loc, p));
     Value out;
@@ -625,7 +626,9 @@ struct SoftExpertsLowering : OpConversionPattern<moe::SoftExpertsOp> {
 
 } // namespace
 
-void switchyard::populateMoESoftToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<SoftLogitsLowering, SoftDispatchLowering, SoftCombineLowering,
-               SoftExpertsLowering>(patterns.getContext());
+void switchyard::populateMoESoftToLinalgPatterns(RewritePatternSet &patterns,
+                                                 bool bf16DotProducts) {
+  patterns.add<SoftLogitsLowering, SoftDispatchLowering, SoftCombineLowering>(
+      patterns.getContext());
+  patterns.add<SoftExpertsLowering>(patterns.getContext(), bf16DotProducts);
 }

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/Transforms/DialectConversion.h"
 
 namespace switchyard::lowering {
 
@@ -120,6 +121,9 @@ mlir::Value routerProbs(mlir::OpBuilder &b, mlir::Location loc, mlir::Value z);
 struct MLPWeights {
   mlir::Value w1, wg, w2, b1, b2;
   moe::Activation activation;
+  /// Packed bf16 products read their operands in pairs along the reduction
+  /// (convert-moe-to-linalg's bf16-dot-products): see packWeight.
+  bool bf16Pairs = false;
 };
 
 /// The expert MLP of SEMANTICS.md section 1 over `input [.., M, D]`: f32
@@ -129,10 +133,21 @@ mlir::Value buildMLP(mlir::OpBuilder &b, mlir::Location loc, mlir::Value input,
 
 /// The weights of an op with w1, wg, w2, b1, b2 operands (its adaptor).
 template <typename AdaptorT>
-MLPWeights mlpWeights(AdaptorT adaptor, moe::Activation activation) {
+MLPWeights mlpWeights(AdaptorT adaptor, moe::Activation activation,
+                      bool bf16Pairs = false) {
   return {adaptor.getW1(), adaptor.getWg(), adaptor.getW2(), adaptor.getB1(),
-          adaptor.getB2(), activation};
+          adaptor.getB2(), activation,      bf16Pairs};
 }
+
+/// A pattern that lowers an op with expert MLPs, under the pass's choice of
+/// product layout.
+template <typename OpTy>
+struct ExpertMLPLowering : mlir::OpConversionPattern<OpTy> {
+  ExpertMLPLowering(mlir::MLIRContext *ctx, bool bf16DotProducts)
+      : mlir::OpConversionPattern<OpTy>(ctx), bf16DotProducts(bf16DotProducts) {
+  }
+  bool bf16DotProducts;
+};
 
 /// Expert `e`'s slices of weights with a leading expert dimension, rank
 /// reduced: [E, a, b] -> [a, b], [E, a] -> [a].
@@ -149,9 +164,17 @@ constexpr int64_t kPackCols = 32;
 /// (F and D) are multiples of kPackCols.
 bool canPack(const MLPWeights &weights);
 
-/// A weight [E, K, N] packed as [E, N/32, K, 32].
+/// Whether a block's products read their operands in pairs (bf16 weights
+/// and `weights.bf16Pairs`): the weights [E, K, N] as [E, N/32, K/2, 32, 2]
+/// and the rows [M, K] as [M/8, K/2, 8, 2] in bf16, element (k2, p) being
+/// k = 2 * k2 + p, the layout of the AVX-512 BF16 dot-product instruction,
+/// which adds each lane's two products to its f32 sum (k + 1's first).
+bool packsPairs(const MLPWeights &weights);
+
+/// A weight [E, K, N] packed as [E, N/32, K, 32], or in pairs as
+/// [E, N/32, K/2, 32, 2].
 mlir::Value packWeight(mlir::OpBuilder &b, mlir::Location loc,
-                       mlir::Value weight);
+                       mlir::Value weight, bool pairs);
 
 /// The MLP over packed rows `input [MT, D, 8]` with one expert's packed
 /// weights (w1/wg [F/32, D, 32], w2 [D/32, F, 32], biases as they are):

@@ -23,14 +23,20 @@ void populateMoERouterToLinalgPatterns(mlir::RewritePatternSet &patterns);
 /// statistics, as loops over tokens.
 void populateMoERoutingToSCFPatterns(mlir::RewritePatternSet &patterns);
 
-/// dispatch/combine in the capacity, grouped and expert-choice forms.
-void populateMoEDispatchToLinalgPatterns(mlir::RewritePatternSet &patterns);
+/// dispatch/combine in the capacity, grouped and expert-choice forms, and
+/// the fused routed_experts and chosen_experts. `bf16DotProducts` packs
+/// bf16 expert products in pairs (convert-moe-to-linalg's
+/// bf16-dot-products), here and below.
+void populateMoEDispatchToLinalgPatterns(mlir::RewritePatternSet &patterns,
+                                         bool bf16DotProducts = false);
 
 /// experts and grouped_experts.
-void populateMoEExpertsToLinalgPatterns(mlir::RewritePatternSet &patterns);
+void populateMoEExpertsToLinalgPatterns(mlir::RewritePatternSet &patterns,
+                                        bool bf16DotProducts = false);
 
-/// soft_logits, soft_dispatch and soft_combine.
-void populateMoESoftToLinalgPatterns(mlir::RewritePatternSet &patterns);
+/// soft_logits, soft_dispatch, soft_combine and soft_experts.
+void populateMoESoftToLinalgPatterns(mlir::RewritePatternSet &patterns,
+                                     bool bf16DotProducts = false);
 
 } // namespace switchyard
 
