@@ -16,7 +16,12 @@ scaling tables.
 The glue estimate: a token-choice block minus a dense FFN block (same
 widths, same activation) over its kept assignments' worth of tokens. The FFN
 does the same expert products with no routing, so the difference is the
-router, top-k, capacity positions, gather, combine and their bookkeeping.
+router, top-k, capacity positions, gather, combine and their bookkeeping,
+and also the cost of reading E experts' weights instead of one (the FFN's
+one weight stays in cache across its row blocks). Beside it, the glue
+measured with the products taken away: the same block and FFN with 32-wide
+experts (d_ff 32), whose products cost almost nothing, the difference taken
+as a share of the full block's time.
 """
 
 import argparse
@@ -120,13 +125,15 @@ def copy_gbps(runs):
     return 2 * src.nbytes / min(times) / 1e9
 
 
-def model_of(config, batch=None, experts=None, dense=False):
+def model_of(config, batch=None, experts=None, dense=False, d_ff=None):
     block = {k: config[k] for k in LAYER_KEYS if k in config}
     block["norm"] = "rms"
     if experts:
         block["experts"] = experts
+    if d_ff:
+        block["d_ff"] = d_ff
     if dense:
-        block = dict(layer="ffn", norm="rms", d_ff=config["d_ff"],
+        block = dict(layer="ffn", norm="rms", d_ff=block["d_ff"],
                      activation=config["activation"])
     return sy.Model(d_model=config["d_model"], seq_len=config["seq_len"], dtype=config["dtype"],
                     name=config["name"], blocks=[block])
@@ -327,20 +334,26 @@ def main():
         for config, _, sy_times, off_times, _, _ in rows), flush=True)
 
     if glue:
-        print("\n# routing glue: the block minus a dense FFN over the same tokens\n")
-        print("| config | block ms | dense FFN ms | glue ms | glue share |")
-        print("|---|---|---|---|---|")
+        print("\n# routing glue: the block minus a dense FFN over the same tokens; and the "
+              "same with 32-wide experts (d_ff 32), whose products cost almost nothing, as a "
+              "share of the full block\n")
+        print("| config | block ms | dense FFN ms | glue ms | glue share | block, d_ff 32 ms "
+              "| FFN, d_ff 32 ms | glue without products ms | its share |")
+        print("|" + "---|" * 9)
     for config in glue:
         # Top-1 keeps almost every token: the FFN over all B * S tokens does
-        # the kept rows' products (a slight overestimate of them). The block
-        # and the FFN run in turn, so the difference is not the drift
-        # between two measurements minutes apart.
-        [(block_times, _), (ffn_times, _)], _ = time_interleaved(
-            [sy.compile(model_of(config)), sy.compile(model_of(config, dense=True))],
-            config, config["batch"], args.runs)
-        med, ffn = statistics.median(block_times), statistics.median(ffn_times)
-        print(f"| {config['name']} | {fmt(block_times)} | {fmt(ffn_times)} | "
-              f"{med - ffn:.1f} | {(med - ffn) / med:.0%} |", flush=True)
+        # the kept rows' products (a slight overestimate of them). The
+        # models run in turn, so the differences are not the drift between
+        # two measurements minutes apart.
+        models = [sy.compile(model_of(config, **options))
+                  for options in ({}, dict(dense=True), dict(d_ff=32),
+                                  dict(dense=True, d_ff=32))]
+        timed, _ = time_interleaved(models, config, config["batch"], args.runs)
+        block, ffn, small, small_ffn = (statistics.median(t) for t, _ in timed)
+        print(f"| {config['name']} | {fmt(timed[0][0])} | {fmt(timed[1][0])} | "
+              f"{block - ffn:.1f} | {(block - ffn) / block:.0%} | {fmt(timed[2][0])} | "
+              f"{fmt(timed[3][0])} | {small - small_ffn:.1f} | "
+              f"{(small - small_ffn) / block:.0%} |", flush=True)
 
     if args.no_scaling:
         return
