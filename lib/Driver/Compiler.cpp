@@ -92,6 +92,10 @@ LogicalResult switchyard::lowerToStage(
   if (options.bf16DotProducts && !hostHasBF16DotProducts())
     return emitError(module.getLoc(),
                      "bf16 dot products need a host with avx512bf16");
+  if (options.bf16Amx && !hostHasBF16Amx())
+    return emitError(
+        module.getLoc(),
+        "bf16 AMX products need a host with amx-tile and amx-bf16");
   PassManager pm(module->getContext());
   if (configure && failed(configure(pm)))
     return failure();
@@ -99,6 +103,7 @@ LogicalResult switchyard::lowerToStage(
   pipeline.parallel = options.parallel;
   pipeline.fusion = options.fusion;
   pipeline.bf16DotProducts = options.bf16DotProducts;
+  pipeline.bf16Amx = options.bf16Amx;
   switch (options.stage) {
   case Stage::Layer:
   case Stage::Routing:
@@ -121,10 +126,18 @@ LogicalResult switchyard::lowerToStage(
   return pm.run(module);
 }
 
-bool switchyard::hostHasBF16DotProducts() {
+static bool hostHasFeature(llvm::StringRef name) {
   llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
-  auto it = features.find("avx512bf16");
+  auto it = features.find(name);
   return it != features.end() && it->second;
+}
+
+bool switchyard::hostHasBF16DotProducts() {
+  return hostHasFeature("avx512bf16");
+}
+
+bool switchyard::hostHasBF16Amx() {
+  return hostHasFeature("amx-tile") && hostHasFeature("amx-bf16");
 }
 
 std::unique_ptr<llvm::TargetMachine>

@@ -44,6 +44,7 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   // Routing level -> linalg on tensors.
   ConvertMoEToLinalgOptions toLinalg;
   toLinalg.bf16DotProducts = options.bf16DotProducts;
+  toLinalg.bf16Amx = options.bf16Amx;
   funcPm.addPass(createConvertMoEToLinalg(toLinalg));
   // The residual additions that moe-decompose leaves as arith on tensors.
   funcPm.addPass(createConvertElementwiseToLinalgPass());
@@ -110,6 +111,8 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   // The bf16 dot products of switchyard-lower-vectors (x86vector.avx512.dot)
   // as calls of their LLVM intrinsic.
   vectorToLLVM.x86Vector = true;
+  // And the AMX tile operations of bf16 products on AMX.
+  vectorToLLVM.amx = true;
   pm.addPass(createConvertVectorToLLVMPass(vectorToLLVM));
   // Allocations call the runtime's allocator (lib/Runtime/Workspace.cpp),
   // which keeps a run's freed buffers for the next run.

@@ -13,6 +13,12 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 using namespace llvm;
 using namespace switchyard::runtime;
@@ -170,6 +176,18 @@ void switchyard::runtime::fillNormal(void *out, DType dtype, int64_t count,
       }
     }
   }
+}
+
+void Model::requestTileState() {
+#if defined(__linux__) && defined(__x86_64__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); it fails
+    // harmlessly where there is no AMX.
+    constexpr int kReqXcompPerm = 0x1023, kXtileData = 18;
+    (void)syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData);
+  });
+#endif
 }
 
 void Model::randomWeights(uint64_t seed) {

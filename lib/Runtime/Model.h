@@ -87,7 +87,14 @@ public:
     std::string message;
   };
   Model(Manifest manifest, EntryFn entry, EntryFn prepack)
-      : manifest(std::move(manifest)), entry(entry), prepack(prepack) {}
+      : manifest(std::move(manifest)), entry(entry), prepack(prepack) {
+    requestTileState();
+  }
+
+  /// Asks Linux, once a process, for the AMX tile state, which code
+  /// compiled with bf16-amx uses (without it, its first tile instruction
+  /// faults). Does nothing elsewhere, or where the CPU has no AMX.
+  static void requestTileState();
 
   const Manifest &getManifest() const { return manifest; }
 

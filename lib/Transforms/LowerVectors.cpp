@@ -8,8 +8,10 @@
 
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Conversion/VectorToSCF/VectorToSCF.h"
+#include "mlir/Dialect/AMX/AMXDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/MemRef/Utils/MemRefUtils.h"
@@ -194,6 +196,76 @@ void prefetchNextAccumulators(func::FuncOp func) {
   }
 }
 
+/// Lowers the register tiles of products on AMX tiles
+/// (switchyard-tile-matmuls' `switchyard.amx_tile`, bufferized: rows
+/// [1, P, 8, 16, 2], 8 rows by 32 reduction steps a block; weights
+/// [1, P, 16, 32, 2], 16 pairs by 32 columns a block; sums [1, 1, 8, 32])
+/// to AMX: the sums in two 8x16 f32 tiles, loaded once, then for each of
+/// the P blocks one 8x32 tile of rows, two 16x32 tiles of weight pairs and
+/// two tile products (tdpbf16ps), and the sums stored back. The blocks are
+/// unrolled: LLVM keeps tiles in registers within a block of code.
+LogicalResult lowerAmxTiles(func::FuncOp func) {
+  SmallVector<linalg::GenericOp> tiles;
+  func.walk([&](linalg::GenericOp op) {
+    if (op->hasAttr("switchyard.amx_tile"))
+      tiles.push_back(op);
+  });
+  for (linalg::GenericOp op : tiles) {
+    if (!op.hasPureBufferSemantics() || op.getNumDpsInputs() != 2)
+      return op.emitError("an AMX register tile that is not bufferized");
+    Value rows = op.getDpsInputOperand(0)->get();
+    Value weights = op.getDpsInputOperand(1)->get();
+    Value sums = op.getDpsInitOperand(0)->get();
+    auto rowsType = cast<MemRefType>(rows.getType());
+    int64_t blocks = rowsType.getDimSize(1);
+    if (!rowsType.hasStaticShape() ||
+        rowsType.getShape() != ArrayRef<int64_t>{1, blocks, 8, 16, 2} ||
+        cast<MemRefType>(weights.getType()).getShape() !=
+            ArrayRef<int64_t>{1, blocks, 16, 32, 2} ||
+        cast<MemRefType>(sums.getType()).getShape() !=
+            ArrayRef<int64_t>{1, 1, 8, 32})
+      return op.emitError("an AMX register tile of an unexpected shape");
+    OpBuilder b(op);
+    Location loc = op.getLoc();
+    // 2-D views whose rows are the tiles' rows: rows [P * 8, 32], weights
+    // [P * 16, 64] (32 columns in pairs), sums [8, 32].
+    auto collapse = [&](Value v, SmallVector<ReassociationIndices> groups) {
+      return memref::CollapseShapeOp::create(b, loc, v, groups).getResult();
+    };
+    Value rows2 = collapse(rows, {{0, 1, 2}, {3, 4}});
+    Value weights2 = collapse(weights, {{0, 1, 2}, {3, 4}});
+    Value sums2 = collapse(sums, {{0, 1, 2}, {3}});
+    Type bf16 = b.getBF16Type(), f32 = b.getF32Type();
+    auto sumsTile = amx::TileType::get({8, 16}, f32);
+    auto rowsTile = amx::TileType::get({8, 32}, bf16);
+    auto pairsTile = amx::TileType::get({16, 32}, bf16);
+    auto index = [&](int64_t i) {
+      return arith::ConstantIndexOp::create(b, loc, i).getResult();
+    };
+    Value left = amx::TileLoadOp::create(b, loc, sumsTile, sums2,
+                                         ValueRange{index(0), index(0)});
+    Value right = amx::TileLoadOp::create(b, loc, sumsTile, sums2,
+                                          ValueRange{index(0), index(16)});
+    for (int64_t block = 0; block < blocks; ++block) {
+      Value a = amx::TileLoadOp::create(b, loc, rowsTile, rows2,
+                                        ValueRange{index(block * 8), index(0)});
+      Value w0 = amx::TileLoadOp::create(
+          b, loc, pairsTile, weights2, ValueRange{index(block * 16), index(0)});
+      Value w1 =
+          amx::TileLoadOp::create(b, loc, pairsTile, weights2,
+                                  ValueRange{index(block * 16), index(32)});
+      left = amx::TileMulFOp::create(b, loc, sumsTile, a, w0, left);
+      right = amx::TileMulFOp::create(b, loc, sumsTile, a, w1, right);
+    }
+    amx::TileStoreOp::create(b, loc, sums2, ValueRange{index(0), index(0)},
+                             left);
+    amx::TileStoreOp::create(b, loc, sums2, ValueRange{index(0), index(16)},
+                             right);
+    op.erase();
+  }
+  return success();
+}
+
 /// `v` (an n-D vector) as a 1-D vector of its elements in order. When `v`
 /// is the whole of a contiguous buffer, read by vector.transfer_read, the
 /// buffer is read as one 1-D vector instead: lowered as it is, an n-D
@@ -298,6 +370,8 @@ struct LowerVectorsPass
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     MLIRContext *ctx = &getContext();
+    if (failed(lowerAmxTiles(func)))
+      return signalPassFailure();
 
     // Unit dimensions first (the batch and reduction steps of a register
     // tile), so that the accumulator transfers are plain 2-D ones.

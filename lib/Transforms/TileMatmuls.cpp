@@ -35,6 +35,9 @@ constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
 /// Marks the register tiles of products in pairs, vectorized by
 /// vectorizePairTile.
 constexpr llvm::StringLiteral kPairTile = "switchyard.pair_tile";
+/// Marks the register tiles of products on AMX tiles, left as they are for
+/// switchyard-lower-vectors.
+constexpr llvm::StringLiteral kAmxTile = "switchyard.amx_tile";
 /// Marks packed products whose blocks have few rows (set by the lowering).
 constexpr llvm::StringLiteral kStreamWeights = "switchyard.stream_weights";
 
@@ -53,6 +56,11 @@ struct ProductDims {
   /// Packed products in pairs (`C[mt, nt, i, j] += A[mt, k, i, p] *
   /// B[nt, k, j, p]`, p < 2): the loop p, which stays whole.
   std::optional<unsigned> pair;
+  /// Packed products for AMX tiles (`C[mt, nt, i, j] += A[mt, kb, i, q, p]
+  /// * B[nt, kb, q, j, p]`, q < 16, p < 2): `k` is kb, and a register tile
+  /// takes a whole reduction panel, which switchyard-lower-vectors turns
+  /// into tile loads and products.
+  bool amx = false;
 };
 
 /// Matrix products in any form (named or generic, with broadcast or
@@ -67,7 +75,7 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     return std::nullopt;
   FailureOr<linalg::ContractionDimensions> dims =
       linalg::inferContractionDims(op);
-  if (failed(dims) || dims->m.empty() || dims->k.empty() || dims->k.size() > 2)
+  if (failed(dims) || dims->m.empty() || dims->k.empty() || dims->k.size() > 3)
     return std::nullopt;
   AffineMap result = op.getIndexingMapMatchingResult(op->getResult(0));
   unsigned numPacked = dims->batch.size() + 4 + dims->k.size();
@@ -91,6 +99,21 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     p.packed = true;
     p.tileM = ranges[dims->m[1]];
     p.tileN = ranges[dims->n[1]];
+    if (dims->k.size() == 3) {
+      // For AMX: the pair's element p is innermost in both operands, the
+      // pair index q has 16 steps.
+      unsigned q = dims->k[1], pair = dims->k[2];
+      for (OpOperand *input : op.getDpsInputOperands()) {
+        AffineMap map = op.getMatchingIndexingMap(input);
+        if (map.getNumResults() == 0 || map.getResults().back() != dim(pair))
+          return std::nullopt;
+      }
+      if (ranges[q] != 16 || ranges[pair] != 2 ||
+          ShapedType::isDynamic(ranges[p.k]))
+        return std::nullopt;
+      p.amx = true;
+      return p;
+    }
     if (dims->k.size() == 2) {
       // In pairs: the second reduction loop has 2 steps and is innermost in
       // both operands.
@@ -275,6 +298,8 @@ struct TileMatmulsPass
           return signalPassFailure();
         continue;
       }
+      if (op->hasAttr(kAmxTile))
+        continue;
       if (op->hasAttr(kPairTile)) {
         op->removeAttr(kPairTile);
         if (failed(vectorizePairTile(rewriter, op))) {
@@ -408,12 +433,23 @@ struct TileMatmulsPass
       order.append(last.begin(), last.end());
       return order;
     };
+    // On AMX tiles, a panel is as many 32-step blocks of the reduction as
+    // divide it, up to 8 (256 steps), so that every register tile, a whole
+    // panel, has a static reduction.
+    int64_t panelK = reductionTileK;
+    if (dims.amx) {
+      int64_t blocks =
+          cast<linalg::LinalgOp>(block).getStaticLoopRanges()[dims.k];
+      panelK = 8;
+      while (blocks % panelK)
+        panelK /= 2;
+    }
     scf::SCFTilingOptions panels;
     if (stream) {
-      panels.setTileSizes(sizes(0, 0, tileN, reductionTileK));
+      panels.setTileSizes(sizes(0, 0, tileN, panelK));
       panels.setInterchange(others({dims.m, dims.n, dims.k}));
     } else {
-      panels.setTileSizes(sizes(0, 0, 0, reductionTileK));
+      panels.setTileSizes(sizes(0, 0, 0, panelK));
     }
     FailureOr<scf::SCFTilingResult> middle =
         switchyard::tileOnce(rewriter, block, panels, "the reduction");
@@ -423,7 +459,8 @@ struct TileMatmulsPass
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.
     scf::SCFTilingOptions registers;
-    registers.setTileSizes(sizes(0, tileM, stream ? 0 : tileN, 1));
+    registers.setTileSizes(
+        sizes(0, tileM, stream ? 0 : tileN, dims.amx ? 0 : 1));
     registers.setInterchange(others({dims.n, dims.m, dims.k}));
     FailureOr<scf::SCFTilingResult> inner = switchyard::tileOnce(
         rewriter, middle->tiledOps.front(), registers, "into register tiles");
@@ -432,6 +469,8 @@ struct TileMatmulsPass
     inner->tiledOps.front()->setAttr(kRegisterTile, UnitAttr::get(ctx));
     if (dims.pair)
       inner->tiledOps.front()->setAttr(kPairTile, UnitAttr::get(ctx));
+    if (dims.amx)
+      inner->tiledOps.front()->setAttr(kAmxTile, UnitAttr::get(ctx));
     if (dims.packed)
       return success();
 

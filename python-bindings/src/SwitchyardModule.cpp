@@ -164,7 +164,8 @@ struct CompileResult {
 CompileResult compileModel(const std::string &text, const std::string &fileName,
                            const std::string &stageText, unsigned optLevel,
                            bool parallel, bool fusion, bool bf16DotProducts,
-                           bool captureIR, std::optional<std::string> output,
+                           std::optional<bool> bf16Amx, bool captureIR,
+                           std::optional<std::string> output,
                            const std::string &runtimeDir) {
   std::optional<Stage> stage = parseStage(stageText);
   if (!stage)
@@ -219,6 +220,8 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   options.parallel = parallel;
   options.fusion = fusion;
   options.bf16DotProducts = bf16DotProducts;
+  if (bf16Amx)
+    options.bf16Amx = *bf16Amx;
   options.optLevel = optLevel;
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {
@@ -251,7 +254,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
                 " parallel=" + (parallel ? "true" : "false") +
                 " fusion=" + (fusion ? "true" : "false") +
                 " bf16-dot-products=" + (bf16DotProducts ? "true" : "false") +
-                "'";
+                " bf16-amx=" + (options.bf16Amx ? "true" : "false") + "'";
       }
     }
     throw fail(repro);
@@ -304,7 +307,8 @@ NB_MODULE(_switchyard, m) {
 
   m.def("compile", &compileModel, nb::arg("text"), nb::arg("file_name"),
         nb::arg("stage"), nb::arg("opt_level"), nb::arg("parallel"),
-        nb::arg("fusion"), nb::arg("bf16_dot_products"), nb::arg("capture_ir"),
+        nb::arg("fusion"), nb::arg("bf16_dot_products"),
+        nb::arg("bf16_amx").none(), nb::arg("capture_ir"),
         nb::arg("output").none(), nb::arg("runtime_dir"),
         nb::call_guard<nb::gil_scoped_release>(),
         "Compiles a model; links a shared library at `output` when given, "

@@ -58,7 +58,7 @@ class Lowered:
 
 
 def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=False,
-            parallel=True, fusion=True, bf16_dot_products=False):
+            parallel=True, fusion=True, bf16_dot_products=False, bf16_amx=None):
     """Compiles `model` (a Model, or the path of a .yaml or .mlir file).
 
     With `stage` ("layer", "routing", "fused", "linalg", "loops" or "llvm")
@@ -69,7 +69,8 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
     `fusion=False` skips the moe fusion passes (moec --no-fusion).
     `bf16_dot_products=True` multiplies bf16 expert weights with the AVX-512
     BF16 dot-product instruction (moec --bf16-dot-products); the host must
-    have avx512bf16.
+    have avx512bf16. `bf16_amx` multiplies them on AMX tiles (moec --bf16-amx);
+    by default (None) when the host has AMX (amx-tile and amx-bf16).
     Failures raise switchyard.CompileError with the compiler's diagnostics; a
     failing pipeline's message ends with the moe-opt command that reproduces it.
     """
@@ -79,13 +80,13 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
     text, file_name = _source(model)
     if stage is not None:
         result = _switchyard.compile(text, file_name, stage, opt_level, parallel,
-                                     fusion, bf16_dot_products, print_ir_after_all, None,
+                                     fusion, bf16_dot_products, bf16_amx, print_ir_after_all, None,
                                      _RUNTIME)
         return Lowered(stage, result)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
     library = workdir / "libmodel.so"
     result = _switchyard.compile(text, file_name, "llvm", opt_level, parallel,
-                                 fusion, bf16_dot_products, print_ir_after_all,
+                                 fusion, bf16_dot_products, bf16_amx, print_ir_after_all,
                                  str(library), _RUNTIME)
     compiled = CompiledModel(library)
     compiled.passes = list(result.passes)

@@ -143,3 +143,33 @@ func.func @pairs(%a: memref<4x8x2xbf16>, %b: memref<4x32x2xbf16>, %c: vector<8x3
   }
   return %r : vector<8x32xf32>
 }
+
+// A register tile of a product on AMX tiles, bufferized: two 32-step
+// blocks of the reduction, unrolled. The sums are two 8x16 f32 tiles,
+// loaded once and stored once; each block loads an 8x32 tile of rows and
+// two 16x32 tiles of weight pairs, and multiplies twice.
+// CHECK-LABEL: func.func @amx
+// CHECK-NOT: linalg.generic
+// CHECK: %[[S:.*]] = memref.collapse_shape %{{.*}} {{\[}}[0, 1, 2], [3]] : memref<1x1x8x32xf32> into memref<8x32xf32>
+// CHECK: %[[L:.*]] = amx.tile_load %[[S]][%{{.*}}, %{{.*}}] : memref<8x32xf32> into !amx.tile<8x16xf32>
+// CHECK: %[[R:.*]] = amx.tile_load %[[S]]
+// CHECK-COUNT-2: amx.tile_mulf {{.*}} : !amx.tile<8x32xbf16>, !amx.tile<16x32xbf16>, !amx.tile<8x16xf32>
+// CHECK: amx.tile_load {{.*}} into !amx.tile<8x32xbf16>
+// CHECK-COUNT-2: amx.tile_mulf
+// CHECK-NOT: amx.tile_mulf
+// CHECK-COUNT-2: amx.tile_store %[[S]]
+#xa = affine_map<(mt, nt, kb, i, j, q, p) -> (mt, kb, i, q, p)>
+#xb = affine_map<(mt, nt, kb, i, j, q, p) -> (nt, kb, q, j, p)>
+#xc = affine_map<(mt, nt, kb, i, j, q, p) -> (mt, nt, i, j)>
+func.func @amx(%a: memref<1x2x8x16x2xbf16>, %b: memref<1x2x16x32x2xbf16>, %c: memref<1x1x8x32xf32>) {
+  linalg.generic {indexing_maps = [#xa, #xb, #xc], iterator_types = ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction", "reduction"]}
+    ins(%a, %b : memref<1x2x8x16x2xbf16>, memref<1x2x16x32x2xbf16>) outs(%c : memref<1x1x8x32xf32>) attrs = {switchyard.amx_tile} {
+  ^bb0(%x: bf16, %y: bf16, %z: f32):
+    %xf = arith.extf %x : bf16 to f32
+    %yf = arith.extf %y : bf16 to f32
+    %m = arith.mulf %xf, %yf : f32
+    %s = arith.addf %z, %m : f32
+    linalg.yield %s : f32
+  }
+  return
+}

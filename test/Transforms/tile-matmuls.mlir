@@ -124,3 +124,31 @@ func.func @packed_pairs(%a: tensor<4x?x32x8x2xbf16>, %b: tensor<4x6x32x32x2xbf16
   } -> tensor<4x?x6x8x32xf32>
   return %0 : tensor<4x?x6x8x32xf32>
 }
+
+// A packed product for AMX tiles (convert-moe-to-linalg's bf16-amx): a
+// reduction panel is as many 32-step blocks as divide the reduction, up to
+// 8 (here 4 of 4), and a register tile of 8 rows by 32 columns takes the
+// whole panel. It is left as a linalg.generic, marked for
+// switchyard-lower-vectors, which lowers it to AMX tile operations after
+// bufferization.
+// CHECK-LABEL: func.func @packed_amx
+// CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
+// CHECK:     scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:         linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<1x1x4x8x16x2xbf16>, tensor<1x1x4x16x32x2xbf16>) outs(%{{.*}} : tensor<1x1x1x8x32xf32>) attrs = {switchyard.amx_tile}
+// CHECK-NOT: vector.contract
+#ra = affine_map<(e, mt, nt, kb, i, j, q, p) -> (e, mt, kb, i, q, p)>
+#rb = affine_map<(e, mt, nt, kb, i, j, q, p) -> (e, nt, kb, q, j, p)>
+#rc = affine_map<(e, mt, nt, kb, i, j, q, p) -> (e, mt, nt, i, j)>
+func.func @packed_amx(%a: tensor<4x?x4x8x16x2xbf16>, %b: tensor<4x6x4x16x32x2xbf16>, %c: tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32> {
+  %0 = linalg.generic {indexing_maps = [#ra, #rb, #rc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel", "reduction", "reduction"]}
+    ins(%a, %b : tensor<4x?x4x8x16x2xbf16>, tensor<4x6x4x16x32x2xbf16>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: bf16, %y: bf16, %z: f32):
+    %xf = arith.extf %x : bf16 to f32
+    %yf = arith.extf %y : bf16 to f32
+    %m = arith.mulf %xf, %yf : f32
+    %s = arith.addf %z, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}

@@ -195,6 +195,22 @@ def test_bf16_model_with_ml_dtypes_arrays(tmp_path):
     np.testing.assert_array_equal(again.output, result.output)
 
 
+def check_against_fmas(model, compiled, seed, batches):
+    """`compiled`, a bf16 model whose expert products take another path than
+    the default FMAs, against the reference and against the FMAs: the same
+    f32 sums in another order, at most a rounding of the bf16 results apart."""
+    fma = sy.compile(model, bf16_amx=False)
+    rng = np.random.default_rng(seed)
+    weights = random_weights(compiled, rng)
+    for batch in batches:
+        x = rng.standard_normal((batch, 8, model.d_model)).astype(ml_dtypes.bfloat16)
+        got = compiled(x, weights=weights).output.astype(np.float32)
+        expected, _ = ref.model_forward(model.description, weights, x)
+        assert rel_error(got, expected) < 2e-2
+        np.testing.assert_allclose(got, fma(x, weights=weights).output.astype(np.float32),
+                                   rtol=2 ** -7, atol=2 ** -7)
+
+
 def host_has_bf16_dot_products():
     cpuinfo = pathlib.Path("/proc/cpuinfo")
     return cpuinfo.exists() and "avx512_bf16" in cpuinfo.read_text().split()
@@ -207,23 +223,13 @@ def test_bf16_dot_products(kind):
     # packed, here in pairs.
     model = sy.Model(d_model=32, seq_len=8, dtype="bf16", name=kind,
                      blocks=[dict(KINDS[kind], d_ff=64)])
-    linalg = sy.compile(model, stage="linalg", bf16_dot_products=True).ir
+    linalg = sy.compile(model, stage="linalg", bf16_dot_products=True, bf16_amx=False).ir
     assert "permutation = [0, 3, 1, 4, 2]" in linalg and "x8x2xbf16>" in linalg
-    assert "x8x2xbf16>" not in sy.compile(model, stage="linalg").ir
-    assert "x86vector.avx512.dot" in sy.compile(model, stage="loops",
-                                                bf16_dot_products=True).ir
-    dot = sy.compile(model, bf16_dot_products=True)
-    fma = sy.compile(model)
-    rng = np.random.default_rng(5)
-    weights = random_weights(dot, rng)
-    x = rng.standard_normal((3, 8, 32)).astype(ml_dtypes.bfloat16)
-    got = dot(x, weights=weights).output.astype(np.float32)
-    expected, _ = ref.model_forward(model.description, weights, x)
-    assert rel_error(got, expected) < 2e-2
-    # The same sums in another order (each pair's second product first):
-    # at most a rounding of the bf16 results apart.
-    np.testing.assert_allclose(got, fma(x, weights=weights).output.astype(np.float32),
-                               rtol=2 ** -7, atol=2 ** -7)
+    assert "x8x2xbf16>" not in sy.compile(model, stage="linalg", bf16_amx=False).ir
+    assert "x86vector.avx512.dot" in sy.compile(model, stage="loops", bf16_dot_products=True,
+                                                bf16_amx=False).ir
+    check_against_fmas(model, sy.compile(model, bf16_dot_products=True, bf16_amx=False),
+                       seed=5, batches=(3,))
 
 
 @pytest.mark.skipif(host_has_bf16_dot_products(), reason="the host has avx512bf16")
@@ -231,6 +237,35 @@ def test_bf16_dot_products_need_the_instruction():
     model = sy.Model(d_model=32, seq_len=8, dtype="bf16", blocks=[dict(KINDS["moe"], d_ff=64)])
     with pytest.raises(sy.CompileError, match="bf16 dot products need a host with avx512bf16"):
         sy.compile(model, bf16_dot_products=True)
+
+
+def host_has_amx():
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
+    return "amx_tile" in flags and "amx_bf16" in flags
+
+
+@pytest.mark.skipif(not host_has_amx(), reason="the host has no AMX")
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe", "ffn"])
+def test_bf16_amx(kind):
+    # Widths that are multiples of 32, so that the expert products are
+    # packed, here for AMX tiles; the default on a host with AMX.
+    model = sy.Model(d_model=64, seq_len=8, dtype="bf16", name=kind,
+                     blocks=[dict(KINDS[kind], d_ff=96)])
+    assert sy.compile(model, stage="loops").ir == sy.compile(model, stage="loops",
+                                                            bf16_amx=True).ir
+    loops = sy.compile(model, stage="loops", bf16_amx=True).ir
+    assert "amx.tile_mulf" in loops and "amx.tile_mulf" not in sy.compile(
+        model, stage="loops", bf16_amx=False).ir
+    check_against_fmas(model, sy.compile(model), seed=6, batches=(1, 3))
+
+
+@pytest.mark.skipif(host_has_amx(), reason="the host has AMX")
+def test_bf16_amx_needs_the_tiles():
+    model = sy.Model(d_model=32, seq_len=8, dtype="bf16", blocks=[dict(KINDS["moe"], d_ff=64)])
+    assert "amx.tile_mulf" not in sy.compile(model, stage="loops").ir
+    with pytest.raises(sy.CompileError, match="bf16 AMX products need a host with amx-tile"):
+        sy.compile(model, bf16_amx=True)
 
 
 def test_weights_from_a_safetensors_path_and_seeds(tmp_path):

@@ -94,6 +94,11 @@ cl::opt<bool> bf16Dot(
     cl::desc("Multiply bf16 expert weights with the AVX-512 BF16 dot-product "
              "instruction (vdpbf16ps); the host must have avx512bf16"),
     cl::init(false), cl::cat(moecCategory));
+cl::opt<cl::boolOrDefault> bf16Amx(
+    "bf16-amx",
+    cl::desc("Multiply bf16 expert weights on AMX tiles (tdpbf16ps); the "
+             "host must have amx-tile and amx-bf16 (default: when it has)"),
+    cl::cat(moecCategory));
 cl::opt<bool> sanitize("sanitize",
                        cl::desc("Link the runtime built with AddressSanitizer "
                                 "and UndefinedBehaviorSanitizer"),
@@ -152,6 +157,8 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
   options.parallel = !noParallel;
   options.fusion = !noFusion;
   options.bf16DotProducts = bf16Dot;
+  if (bf16Amx != cl::BOU_UNSET)
+    options.bf16Amx = bf16Amx == cl::BOU_TRUE;
   options.optLevel = optLevel;
   std::string entryName = entry.getName().str();
   {

@@ -38,13 +38,25 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     their operands in pairs along the reduction (weights `[N/32, K/2, 32,
     2]`, rows `[M/8, K/2, 8, 2]`), the layout of the AVX-512 BF16
     dot-product instruction (`vdpbf16ps`), which `switchyard-lower-vectors`
-    then uses: two products a lane per instruction, no widening. The driver
-    sets it when the host has `avx512bf16`.
+    then uses: two products a lane per instruction, no widening
+    (`moec --bf16-dot-products`; off by default, see docs/Rationale.md).
+
+    With `bf16-amx`, the packed products of bf16 experts are for AMX tiles:
+    the weights in pairs as above, a block's rows `[M/8, K/32, 8, 32]` in
+    bf16 (8 rows by 32 reduction steps, an AMX tile of rows), read as
+    `[M/8, K/32, 8, 16, 2]` against the weights read as `[N/32, K/32, 16, 32,
+    2]`, and the hidden activations written in the accumulator's own layout,
+    `[M/8, F/32, 8, 32]`, in bf16. It takes precedence over
+    `bf16-dot-products`. The driver sets it when the host has AMX
+    (`moec --bf16-amx`).
   }];
   let options = [
     Option<"bf16DotProducts", "bf16-dot-products", "bool", "false",
            "Pack bf16 expert products in pairs along the reduction for the "
-           "AVX-512 BF16 dot-product instruction">
+           "AVX-512 BF16 dot-product instruction">,
+    Option<"bf16Amx", "bf16-amx", "bool", "false",
+           "Pack bf16 expert products for AMX tiles: the weights in pairs, "
+           "the rows in blocks of 8 rows by 32 reduction steps">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",

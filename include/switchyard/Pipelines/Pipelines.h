@@ -43,6 +43,11 @@ struct CPUPipelineOptions
                      "have avx512bf16 (moec and the Python package set it "
                      "from the host)"),
       llvm::cl::init(false)};
+  Option<bool> bf16Amx{
+      *this, "bf16-amx",
+      llvm::cl::desc("Multiply bf16 expert weights on AMX tiles (tdpbf16ps): "
+                     "the target must have amx-bf16"),
+      llvm::cl::init(false)};
   Option<CPUStage> stopAfter{
       *this, "stop-after", llvm::cl::desc("The stage to stop after"),
       llvm::cl::init(CPUStage::LLVM),

@@ -69,6 +69,18 @@ def SwitchyardTileMatmuls
     the weights) puts its column tiles outside the reduction panels, so that
     the weights are read in memory order.
 
+    Packed products in pairs (`convert-moe-to-linalg`'s
+    `bf16-dot-products`: a second reduction loop of 2 steps, innermost in
+    both operands) are tiled the same way, the pair kept whole, and each
+    register tile becomes one `vector.contract` of `vector<8x2xbf16>` rows
+    and `vector<32x2xbf16>` columns. Packed products for AMX tiles
+    (`bf16-amx`: reduction loops (kb, q, p), q of 16 steps and p of 2) take
+    reduction panels of as many 32-step blocks as divide the reduction, up
+    to 8, and a register tile of 8 rows by 32 columns takes a whole panel;
+    it stays a `linalg.generic` marked `switchyard.amx_tile`, which
+    `switchyard-lower-vectors` lowers to AMX tile operations once it is
+    bufferized.
+
     `switchyard-lower-vectors` then lowers the contraction to one broadcast
     and `register-tile-n / SIMD width` FMAs a row and a reduction step. This
     replaces the naive loop nest the products otherwise lower to (0.4 GFLOP/s
@@ -199,6 +211,13 @@ def SwitchyardLowerVectors
     rounded once, as two FMAs would; denormal inputs and results are
     flushed to zero).
 
+    Before all that, each register tile of a product on AMX tiles
+    (`switchyard.amx_tile`, from `switchyard-tile-matmuls`) becomes AMX
+    operations: its f32 sums two 8x16 tiles, loaded once; for each 32-step
+    block of its panel (unrolled), an 8x32 tile of bf16 rows, two 16x32
+    tiles of weight pairs and two `amx.tile_mulf` (`tdpbf16ps`); the sums
+    stored back. LLVM configures the tiles (`ldtilecfg`).
+
     Then, in each reduction loop that feeds FMAs or dot products, it
     prefetches (`memref.prefetch`) the rows its wide loads (64 bytes or
     more: the right operand's row) will read 1 KiB ahead in f32, 4 KiB in
@@ -217,6 +236,7 @@ def SwitchyardLowerVectors
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::memref::MemRefDialect",
+    "::mlir::amx::AMXDialect",
     "::mlir::vector::VectorDialect",
     "::mlir::x86vector::X86VectorDialect"
   ];

@@ -287,7 +287,7 @@ struct RoutedExpertsLowering : ExpertMLPLowering<moe::RoutedExpertsOp> {
     Type dtype = elementType(x);
     Value out = buildRowBlockMLPs(
         b, loc, maxRows, dimOf(b, loc, x, 2),
-        mlpWeights(adaptor, op.getActivation(), bf16DotProducts),
+        weightsOf(adaptor, op.getActivation()),
         [&](OpBuilder &b, Location loc, Value e) {
           return convertScalar(b, loc, extract(b, loc, counts, e),
                                b.getIndexType());
@@ -576,7 +576,7 @@ struct ChosenExpertsLowering : ExpertMLPLowering<moe::ChosenExpertsOp> {
         arith::MulIOp::create(b, loc, dimOf(b, loc, tokens, 0), slots);
     Value out = buildRowBlockMLPs(
         b, loc, maxRows, dimOf(b, loc, x, 2),
-        mlpWeights(adaptor, op.getActivation(), bf16DotProducts),
+        weightsOf(adaptor, op.getActivation()),
         [&](OpBuilder &, Location, Value) { return maxRows; },
         [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
           Value inRange = arith::CmpIOp::create(
@@ -621,9 +621,9 @@ struct ChosenExpertsLowering : ExpertMLPLowering<moe::ChosenExpertsOp> {
 } // namespace
 
 void switchyard::populateMoEDispatchToLinalgPatterns(
-    RewritePatternSet &patterns, bool bf16DotProducts) {
+    RewritePatternSet &patterns, const BF16Products &bf16) {
   patterns.add<RoutedExpertsLowering, ChosenExpertsLowering>(
-      patterns.getContext(), bf16DotProducts);
+      patterns.getContext(), bf16);
   patterns.add<DispatchLowering, CombineLowering, DispatchGroupedLowering,
                CombineGroupedLowering, ExpertChoiceDispatchLowering,
                ExpertChoiceCombineLowering>(patterns.getContext());

@@ -79,6 +79,30 @@ Value epilogue(OpBuilder &b, Location loc, Value acc, Value extra, Value bias,
       });
 }
 
+/// The packed product `acc += a * w` (the operands widened to f32) as a
+/// linalg.generic with `maps` and `iterators`; `streamWeights` marks it as
+/// bound by reading the weights, so that switchyard-tile-matmuls orders its
+/// loops to read them in memory order.
+Value productGeneric(OpBuilder &b, Location loc, Value a, Value w, Value acc,
+                     ArrayRef<AffineMap> maps,
+                     ArrayRef<utils::IteratorType> iterators,
+                     bool streamWeights) {
+  Type f32 = b.getF32Type();
+  Value product = buildGeneric(
+      b, loc, ValueRange{a, w}, acc, maps, iterators,
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value prod =
+            arith::MulFOp::create(b, loc, convertScalar(b, loc, args[0], f32),
+                                  convertScalar(b, loc, args[1], f32));
+        linalg::YieldOp::create(
+            b, loc, arith::AddFOp::create(b, loc, args[2], prod).getResult());
+      });
+  if (streamWeights)
+    product.getDefiningOp()->setAttr("switchyard.stream_weights",
+                                     b.getUnitAttr());
+  return product;
+}
+
 /// `ap [MT, K, 8]` times `bp [NT, K, 32]` into a fresh f32 accumulator
 /// `[MT, NT, 8, 32]`: the packed product switchyard-tile-matmuls gives full
 /// register tiles with contiguous operands. With `pairs`, the operands are
@@ -110,21 +134,54 @@ Value packedMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
             maps.back()};
     iterators.push_back(IteratorType::reduction);
   }
-  Value product = buildGeneric(
-      b, loc, ValueRange{ap, bp}, acc, maps, iterators,
-      [&](OpBuilder &b, Location loc, ValueRange args) {
-        Value prod = arith::MulFOp::create(b, loc,
-                                           convertScalar(b, loc, args[0], f32),
-                                           convertScalar(b, loc, args[1], f32));
-        linalg::YieldOp::create(
-            b, loc, arith::AddFOp::create(b, loc, args[2], prod).getResult());
-      });
-  // switchyard-tile-matmuls then orders its loops to read the weights in
-  // memory order.
-  if (streamWeights)
-    product.getDefiningOp()->setAttr("switchyard.stream_weights",
-                                     b.getUnitAttr());
-  return product;
+  return productGeneric(b, loc, ap, bp, acc, maps, iterators, streamWeights);
+}
+
+/// `ap [MT, K/32, 8, 32]` (bf16 rows, 8 rows by 32 reduction steps a
+/// block) times `bp [NT, K/2, 32, 2]` (bf16 weights in pairs) into a fresh
+/// f32 accumulator `[MT, NT, 8, 32]`, for AMX tiles (packsAmx). The loops
+/// are (mt, nt, kb, i, j, q, p), reduction step k = 32 * kb + 2 * q + p:
+/// the rows read as [MT, K/32, 8, 16, 2] and the weights as
+/// [NT, K/32, 16, 32, 2].
+Value amxMatmulF32(OpBuilder &b, Location loc, Value ap, Value bp,
+                   bool streamWeights) {
+  MLIRContext *ctx = b.getContext();
+  auto bpType = cast<RankedTensorType>(bp.getType());
+  Type bf16 = bpType.getElementType();
+  // The weights' reduction is static; the rows' may not be.
+  int64_t kBlocks = bpType.getDimSize(1) / (kPackCols / 2);
+  auto apType = RankedTensorType::get(
+      {ShapedType::kDynamic, kBlocks, kPackRows, kPackCols}, bf16);
+  if (ap.getType() != apType)
+    ap = tensor::CastOp::create(b, loc, apType, ap);
+  Value a = tensor::ExpandShapeOp::create(
+      b, loc,
+      RankedTensorType::get(
+          {apType.getDimSize(0), kBlocks, kPackRows, kPackCols / 2, 2}, bf16),
+      ap, SmallVector<ReassociationIndices>{{0}, {1}, {2}, {3, 4}});
+  Value w = tensor::ExpandShapeOp::create(
+      b, loc,
+      RankedTensorType::get(
+          {bpType.getDimSize(0), kBlocks, kPackCols / 2, kPackCols, 2}, bf16),
+      bp, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
+  Value acc = zeroTensor(b, loc,
+                         {tensor::getMixedSize(b, loc, ap, 0),
+                          b.getIndexAttr(bpType.getDimSize(0)),
+                          b.getIndexAttr(kPackRows), b.getIndexAttr(kPackCols)},
+                         b.getF32Type());
+  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+  auto map = [&](ArrayRef<AffineExpr> exprs) {
+    return AffineMap::get(7, 0, exprs, ctx);
+  };
+  SmallVector<AffineMap> maps = {map({d(0), d(2), d(3), d(5), d(6)}),
+                                 map({d(1), d(2), d(5), d(4), d(6)}),
+                                 map({d(0), d(1), d(3), d(4)})};
+  using utils::IteratorType;
+  SmallVector<IteratorType> iterators = {
+      IteratorType::parallel, IteratorType::parallel, IteratorType::reduction,
+      IteratorType::parallel, IteratorType::parallel, IteratorType::reduction,
+      IteratorType::reduction};
+  return productGeneric(b, loc, a, w, acc, maps, iterators, streamWeights);
 }
 
 /// The epilogue of a packed product: reads `acc [MT, NT, 8, 32]` (and
@@ -196,7 +253,12 @@ Value packedEpilogue(
 } // namespace
 
 bool switchyard::lowering::packsPairs(const MLPWeights &weights) {
-  return weights.bf16Pairs && elementType(weights.w1).isBF16();
+  return (weights.bf16Pairs || weights.bf16Amx) &&
+         elementType(weights.w1).isBF16();
+}
+
+bool switchyard::lowering::packsAmx(const MLPWeights &weights) {
+  return weights.bf16Amx && elementType(weights.w1).isBF16();
 }
 
 Value switchyard::lowering::packWeight(OpBuilder &b, Location loc, Value weight,
@@ -255,26 +317,39 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
   int64_t dModel = w2Type.getDimSize(0) * kPackCols;
   OpFoldResult tiles = tensor::getMixedSize(b, loc, input, 0); // MT
 
-  Value h1 = packedMatmulF32(b, loc, input, w.w1, streamWeights, pairs);
-  Value gate = w.wg ? packedMatmulF32(b, loc, input, w.wg, streamWeights, pairs)
-                    : Value();
+  bool amx = packsAmx(w);
+  auto product = [&](Value rows, Value weight) {
+    return amx ? amxMatmulF32(b, loc, rows, weight, streamWeights)
+               : packedMatmulF32(b, loc, rows, weight, streamWeights, pairs);
+  };
+  Value h1 = product(input, w.w1);
+  Value gate = w.wg ? product(input, w.wg) : Value();
   // The hidden activations, packed as the second product's left operand:
   // [MT, F/32, 32, 8] is [MT, F, 8].
   // They are stored in the model dtype (SEMANTICS.md section 1), and packed
   // in f32, so that the product does not widen every element it
   // broadcasts. In pairs, [MT, F/32, 16, 8, 2] is [MT, F/2, 8, 2] in bf16.
+  // For AMX, [MT, F/32, 8, 32] in bf16: the accumulator's own layout.
   Value hidden;
-  if (pairs) {
+  auto activation = [&](OpBuilder &b, Location loc, Value v, Value g) {
+    return applyActivation(b, loc, w.activation, v, g);
+  };
+  if (amx) {
+    Value hiddenInit = tensor::EmptyOp::create(
+        b, loc,
+        {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackRows),
+         b.getIndexAttr(kPackCols)},
+        modelType);
+    hidden = packedEpilogue(b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 2, 3},
+                            modelType, /*pairs=*/false, activation);
+  } else if (pairs) {
     Value hiddenInit = tensor::EmptyOp::create(
         b, loc,
         {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols / 2),
          b.getIndexAttr(kPackRows), b.getIndexAttr(2)},
         modelType);
-    hidden = packedEpilogue(
-        b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2, 4}, modelType,
-        /*pairs=*/true, [&](OpBuilder &b, Location loc, Value v, Value g) {
-          return applyActivation(b, loc, w.activation, v, g);
-        });
+    hidden = packedEpilogue(b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2, 4},
+                            modelType, /*pairs=*/true, activation);
     hidden = tensor::CollapseShapeOp::create(
         b, loc, hidden,
         SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
@@ -284,15 +359,12 @@ Value switchyard::lowering::buildPackedMLP(OpBuilder &b, Location loc,
         {tiles, b.getIndexAttr(f / kPackCols), b.getIndexAttr(kPackCols),
          b.getIndexAttr(kPackRows)},
         b.getF32Type());
-    hidden = packedEpilogue(
-        b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2}, modelType,
-        /*pairs=*/false, [&](OpBuilder &b, Location loc, Value v, Value g) {
-          return applyActivation(b, loc, w.activation, v, g);
-        });
+    hidden = packedEpilogue(b, loc, h1, gate, w.b1, hiddenInit, {0, 1, 3, 2},
+                            modelType, /*pairs=*/false, activation);
     hidden = tensor::CollapseShapeOp::create(
         b, loc, hidden, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}});
   }
-  Value out = packedMatmulF32(b, loc, hidden, w.w2, streamWeights, pairs);
+  Value out = product(hidden, w.w2);
   // Rows again: [MT, 8, D/32, 32] is [MT * 8, D].
   Value outInit = tensor::EmptyOp::create(
       b, loc,
@@ -393,17 +465,22 @@ Value switchyard::lowering::buildRowBlockMLPs(
   // The block's rows: [rows, D], or packed [rows / 8, D, 8] in f32 (the
   // model dtype's values, widened exactly; loops (mt, d, i), row mt * 8 + i),
   // or in pairs [rows / 8, D / 2, 8, 2] in bf16 (loops (mt, d2, i, p),
-  // column 2 * d2 + p).
+  // column 2 * d2 + p), or for AMX [rows / 8, D / 32, 8, 32] in bf16
+  // (column 32 * d32 + c).
   SmallVector<OpFoldResult> sizes = {getAsOpFoldResult(rows),
                                      getAsOpFoldResult(width)};
   OpFoldResult tileRows = getAsOpFoldResult(
       arith::DivUIOp::create(b, loc, rows, multiple).getResult());
+  bool amx = packed && packsAmx(weights);
+  // Columns a block of the packed layout: 2 in pairs, 32 for AMX.
+  int64_t columnBlock = amx ? kPackCols : 2;
   if (pairs)
-    sizes = {tileRows,
-             getAsOpFoldResult(
-                 arith::DivUIOp::create(b, loc, width, indexConst(b, loc, 2))
-                     .getResult()),
-             b.getIndexAttr(kPackRows), b.getIndexAttr(2)};
+    sizes = {
+        tileRows,
+        getAsOpFoldResult(arith::DivUIOp::create(
+                              b, loc, width, indexConst(b, loc, columnBlock))
+                              .getResult()),
+        b.getIndexAttr(kPackRows), b.getIndexAttr(columnBlock)};
   else if (packed)
     sizes = {tileRows, getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
   unsigned rank = sizes.size();
@@ -423,7 +500,8 @@ Value switchyard::lowering::buildRowBlockMLPs(
         if (pairs)
           column = arith::AddIOp::create(
               b, loc,
-              arith::MulIOp::create(b, loc, column, indexConst(b, loc, 2)),
+              arith::MulIOp::create(b, loc, column,
+                                    indexConst(b, loc, columnBlock)),
               linalg::IndexOp::create(b, loc, 3));
         Value v = element(b, loc, e, r, column);
         linalg::YieldOp::create(b, loc, convertScalar(b, loc, v, rowType));
@@ -497,7 +575,8 @@ MLPWeights switchyard::lowering::expertWeights(OpBuilder &b, Location loc,
           expertSlice(b, loc, weights.b1, e),
           expertSlice(b, loc, weights.b2, e),
           weights.activation,
-          weights.bf16Pairs};
+          weights.bf16Pairs,
+          weights.bf16Amx};
 }
 
 Value switchyard::lowering::buildUniformRowBlockMLPs(
@@ -530,8 +609,7 @@ struct ExpertsLowering : ExpertMLPLowering<moe::ExpertsOp> {
   matchAndRewrite(moe::ExpertsOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &b) const override {
     Location loc = op.getLoc();
-    MLPWeights weights =
-        mlpWeights(adaptor, op.getActivation(), bf16DotProducts);
+    MLPWeights weights = weightsOf(adaptor, op.getActivation());
     Value input = adaptor.getInput();
     if (!canPack(weights)) {
       b.replaceOp(op, buildMLP(b, loc, input, weights));
@@ -599,7 +677,7 @@ struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
 } // namespace
 
 void switchyard::populateMoEExpertsToLinalgPatterns(RewritePatternSet &patterns,
-                                                    bool bf16DotProducts) {
-  patterns.add<ExpertsLowering>(patterns.getContext(), bf16DotProducts);
+                                                    const BF16Products &bf16) {
+  patterns.add<ExpertsLowering>(patterns.getContext(), bf16);
   patterns.add<GroupedExpertsLowering>(patterns.getContext());
 }

@@ -37,9 +37,12 @@ struct ConvertMoEToLinalgPass
     RewritePatternSet patterns(ctx);
     switchyard::populateMoERouterToLinalgPatterns(patterns);
     switchyard::populateMoERoutingToSCFPatterns(patterns);
-    switchyard::populateMoEDispatchToLinalgPatterns(patterns, bf16DotProducts);
-    switchyard::populateMoEExpertsToLinalgPatterns(patterns, bf16DotProducts);
-    switchyard::populateMoESoftToLinalgPatterns(patterns, bf16DotProducts);
+    switchyard::BF16Products bf16;
+    bf16.dot = bf16DotProducts;
+    bf16.amx = bf16Amx;
+    switchyard::populateMoEDispatchToLinalgPatterns(patterns, bf16);
+    switchyard::populateMoEExpertsToLinalgPatterns(patterns, bf16);
+    switchyard::populateMoESoftToLinalgPatterns(patterns, bf16);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -522,8 +522,7 @@ struct SoftExpertsLowering : ExpertMLPLowering<moe::SoftExpertsOp> {
 
     // Expert e's rows are its slots (g, q), row g * p + q: the output is
     // [n, >= NG * p, D] with that row order.
-    MLPWeights weights =
-        mlpWeights(adaptor, op.getActivation(), bf16DotProducts);
+    MLPWeights weights = weightsOf(adaptor, op.getActivation());
     Value groups = dimOf(b, loc, x, 0), width = dimOf(b, loc, x, 2);
     Value rows = arith::MulIOp::create(b, loc, groups, indexConst(b, loc, p));
     Value out;
@@ -627,8 +626,8 @@ struct SoftExpertsLowering : ExpertMLPLowering<moe::SoftExpertsOp> {
 } // namespace
 
 void switchyard::populateMoESoftToLinalgPatterns(RewritePatternSet &patterns,
-                                                 bool bf16DotProducts) {
+                                                 const BF16Products &bf16) {
   patterns.add<SoftLogitsLowering, SoftDispatchLowering, SoftCombineLowering>(
       patterns.getContext());
-  patterns.add<SoftExpertsLowering>(patterns.getContext(), bf16DotProducts);
+  patterns.add<SoftExpertsLowering>(patterns.getContext(), bf16);
 }

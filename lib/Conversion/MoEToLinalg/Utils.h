@@ -7,6 +7,7 @@
 #ifndef SWITCHYARD_LIB_CONVERSION_MOETOLINALG_UTILS_H
 #define SWITCHYARD_LIB_CONVERSION_MOETOLINALG_UTILS_H
 
+#include "switchyard/Conversion/MoEToLinalg/MoEToLinalg.h"
 #include "switchyard/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -124,6 +125,9 @@ struct MLPWeights {
   /// Packed bf16 products read their operands in pairs along the reduction
   /// (convert-moe-to-linalg's bf16-dot-products): see packWeight.
   bool bf16Pairs = false;
+  /// Packed bf16 products run on AMX tiles (convert-moe-to-linalg's
+  /// bf16-amx): see packsAmx.
+  bool bf16Amx = false;
 };
 
 /// The expert MLP of SEMANTICS.md section 1 over `input [.., M, D]`: f32
@@ -134,19 +138,23 @@ mlir::Value buildMLP(mlir::OpBuilder &b, mlir::Location loc, mlir::Value input,
 /// The weights of an op with w1, wg, w2, b1, b2 operands (its adaptor).
 template <typename AdaptorT>
 MLPWeights mlpWeights(AdaptorT adaptor, moe::Activation activation,
-                      bool bf16Pairs = false) {
+                      bool bf16Pairs = false, bool bf16Amx = false) {
   return {adaptor.getW1(), adaptor.getWg(), adaptor.getW2(), adaptor.getB1(),
-          adaptor.getB2(), activation,      bf16Pairs};
+          adaptor.getB2(), activation,      bf16Pairs,       bf16Amx};
 }
 
 /// A pattern that lowers an op with expert MLPs, under the pass's choice of
 /// product layout.
 template <typename OpTy>
 struct ExpertMLPLowering : mlir::OpConversionPattern<OpTy> {
-  ExpertMLPLowering(mlir::MLIRContext *ctx, bool bf16DotProducts)
-      : mlir::OpConversionPattern<OpTy>(ctx), bf16DotProducts(bf16DotProducts) {
+  ExpertMLPLowering(mlir::MLIRContext *ctx, BF16Products bf16)
+      : mlir::OpConversionPattern<OpTy>(ctx), bf16(bf16) {}
+  /// The weights of `adaptor`'s op, packed as the pass says.
+  template <typename AdaptorT>
+  MLPWeights weightsOf(AdaptorT adaptor, moe::Activation activation) const {
+    return mlpWeights(adaptor, activation, bf16.dot, bf16.amx);
   }
-  bool bf16DotProducts;
+  BF16Products bf16;
 };
 
 /// Expert `e`'s slices of weights with a leading expert dimension, rank
@@ -170,6 +178,13 @@ bool canPack(const MLPWeights &weights);
 /// k = 2 * k2 + p, the layout of the AVX-512 BF16 dot-product instruction,
 /// which adds each lane's two products to its f32 sum (k + 1's first).
 bool packsPairs(const MLPWeights &weights);
+
+/// Whether a block's products run on AMX tiles (bf16 weights and
+/// `weights.bf16Amx`): the weights packed in pairs as packsPairs says, the
+/// rows [M, K] as [M/8, K/32, 8, 32] in bf16 (a tile reads 8 rows of 32
+/// reduction steps), and the products tiled for switchyard-lower-vectors'
+/// AMX lowering.
+bool packsAmx(const MLPWeights &weights);
 
 /// A weight [E, K, N] packed as [E, N/32, K, 32], or in pairs as
 /// [E, N/32, K/2, 32, 2].

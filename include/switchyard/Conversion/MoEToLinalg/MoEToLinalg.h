@@ -16,6 +16,12 @@ class RewritePatternSet;
 
 namespace switchyard {
 
+/// How bf16 expert products are packed (convert-moe-to-linalg's options).
+struct BF16Products {
+  bool dot = false; ///< bf16-dot-products: pairs for vdpbf16ps
+  bool amx = false; ///< bf16-amx: AMX tiles
+};
+
 /// router_logits, router_probs, z_loss, expert_capacity and norm.
 void populateMoERouterToLinalgPatterns(mlir::RewritePatternSet &patterns);
 
@@ -24,19 +30,19 @@ void populateMoERouterToLinalgPatterns(mlir::RewritePatternSet &patterns);
 void populateMoERoutingToSCFPatterns(mlir::RewritePatternSet &patterns);
 
 /// dispatch/combine in the capacity, grouped and expert-choice forms, and
-/// the fused routed_experts and chosen_experts. `bf16DotProducts` packs
-/// bf16 expert products in pairs (convert-moe-to-linalg's
-/// bf16-dot-products), here and below.
+/// the fused routed_experts and chosen_experts. `bf16` says how bf16 expert
+/// products are packed (convert-moe-to-linalg's bf16-dot-products and
+/// bf16-amx), here and below.
 void populateMoEDispatchToLinalgPatterns(mlir::RewritePatternSet &patterns,
-                                         bool bf16DotProducts = false);
+                                         const BF16Products &bf16);
 
 /// experts and grouped_experts.
 void populateMoEExpertsToLinalgPatterns(mlir::RewritePatternSet &patterns,
-                                        bool bf16DotProducts = false);
+                                        const BF16Products &bf16);
 
 /// soft_logits, soft_dispatch, soft_combine and soft_experts.
 void populateMoESoftToLinalgPatterns(mlir::RewritePatternSet &patterns,
-                                     bool bf16DotProducts = false);
+                                     const BF16Products &bf16);
 
 } // namespace switchyard
 
