@@ -295,6 +295,15 @@ def main():
           "at the end (the VM's other tenants only ever slow a run down); copy ranged "
           f"{min(ceilings['copy']):.1f}-{bandwidth:.1f} GB/s, sgemm "
           f"{min(ceilings['sgemm']):.0f}-{gemm:.0f} GFLOP/s")
+    bf16 = next((c for c in CONFIGS if c["dtype"] == "bf16"), None)
+    if bf16:
+        # Which path the bf16 expert products took (the compiler chooses by
+        # the host: docs/Rationale.md).
+        loops = sy.compile(model_of(bf16), stage="loops").ir
+        path = ("AMX tiles (tdpbf16ps)" if "amx.tile_mulf" in loops else
+                "AVX-512 BF16 dot products" if "x86vector.avx512.dot" in loops else
+                "f32 FMAs on widened operands")
+        print(f"# bf16 expert products: {path}")
     print(f"# times in ms: median (min-max) of {args.runs} runs after a warm-up; "
           "fused = the default pipeline, fusion off = compile(fusion=False); fused, fusion "
           "off and PyTorch (a worker process) run in turn, "
