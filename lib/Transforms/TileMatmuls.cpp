@@ -290,6 +290,14 @@ struct TileMatmulsPass
       op->removeAttr(kRegisterTile);
       if (!op.hasPureTensorSemantics())
         continue;
+      if (op->hasAttr(kAmxTile)) {
+        // Whole reduction panels that divide the reduction: static.
+        if (op.hasDynamicShape()) {
+          op->emitError("an AMX register tile with a dynamic shape");
+          return signalPassFailure();
+        }
+        continue;
+      }
       if (op.hasDynamicShape()) {
         // An edge tile stays scalar, but multiplies and adds with one
         // rounding as the vector tiles' FMAs do: a row's result does not
@@ -298,8 +306,6 @@ struct TileMatmulsPass
           return signalPassFailure();
         continue;
       }
-      if (op->hasAttr(kAmxTile))
-        continue;
       if (op->hasAttr(kPairTile)) {
         op->removeAttr(kPairTile);
         if (failed(vectorizePairTile(rewriter, op))) {

@@ -187,14 +187,17 @@ bool packsPairs(const MLPWeights &weights);
 bool packsAmx(const MLPWeights &weights);
 
 /// A weight [E, K, N] packed as [E, N/32, K, 32], or in pairs as
-/// [E, N/32, K/2, 32, 2].
+/// [E, N/32, K/2, 32, 2] (K even: when canPack, K is the other weight's N,
+/// a multiple of 32).
 mlir::Value packWeight(mlir::OpBuilder &b, mlir::Location loc,
                        mlir::Value weight, bool pairs);
 
 /// The MLP over packed rows `input [MT, D, 8]` with one expert's packed
 /// weights (w1/wg [F/32, D, 32], w2 [D/32, F, 32], biases as they are):
 /// returns the output rows [MT * 8, D] in the model dtype. The hidden
-/// activations are written packed, as the second product reads them.
+/// activations are written packed, as the second product reads them. With
+/// packsPairs, the rows are [MT, D/2, 8, 2] and the weights in pairs; with
+/// packsAmx, the rows are [MT, D/32, 8, 32] and the weights in pairs.
 /// `streamWeights` marks its products as bound by reading the weights (few
 /// rows): switchyard-tile-matmuls then reads them in memory order.
 mlir::Value buildPackedMLP(mlir::OpBuilder &b, mlir::Location loc,
