@@ -92,6 +92,10 @@ LogicalResult switchyard::lowerToStage(
   if (options.bf16DotProducts && !hostHasBF16DotProducts())
     return emitError(module.getLoc(),
                      "bf16 dot products need a host with avx512bf16");
+  if (options.bf16DotProducts && options.bf16Amx)
+    return emitError(module.getLoc(),
+                     "bf16 products take one path: dot products or AMX tiles, "
+                     "not both");
   if (options.bf16Amx && !hostHasBF16Amx())
     return emitError(
         module.getLoc(),

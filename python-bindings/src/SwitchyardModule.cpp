@@ -220,8 +220,11 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   options.parallel = parallel;
   options.fusion = fusion;
   options.bf16DotProducts = bf16DotProducts;
+  // Asking for dot products turns the default AMX tiles off (as moec).
   if (bf16Amx)
     options.bf16Amx = *bf16Amx;
+  else if (bf16DotProducts)
+    options.bf16Amx = false;
   options.optLevel = optLevel;
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {

@@ -70,7 +70,8 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
     `bf16_dot_products=True` multiplies bf16 expert weights with the AVX-512
     BF16 dot-product instruction (moec --bf16-dot-products); the host must
     have avx512bf16. `bf16_amx` multiplies them on AMX tiles (moec --bf16-amx);
-    by default (None) when the host has AMX (amx-tile and amx-bf16).
+    by default (None) when the host has AMX (amx-tile and amx-bf16) and dot
+    products were not asked for. Asking for both is an error.
     Failures raise switchyard.CompileError with the compiler's diagnostics; a
     failing pipeline's message ends with the moe-opt command that reproduces it.
     """

@@ -223,13 +223,16 @@ def test_bf16_dot_products(kind):
     # packed, here in pairs.
     model = sy.Model(d_model=32, seq_len=8, dtype="bf16", name=kind,
                      blocks=[dict(KINDS[kind], d_ff=64)])
-    linalg = sy.compile(model, stage="linalg", bf16_dot_products=True, bf16_amx=False).ir
+    # Asking for dot products turns the default AMX tiles off.
+    linalg = sy.compile(model, stage="linalg", bf16_dot_products=True).ir
     assert "permutation = [0, 3, 1, 4, 2]" in linalg and "x8x2xbf16>" in linalg
     assert "x8x2xbf16>" not in sy.compile(model, stage="linalg", bf16_amx=False).ir
-    assert "x86vector.avx512.dot" in sy.compile(model, stage="loops", bf16_dot_products=True,
-                                                bf16_amx=False).ir
-    check_against_fmas(model, sy.compile(model, bf16_dot_products=True, bf16_amx=False),
-                       seed=5, batches=(3,))
+    assert "x86vector.avx512.dot" in sy.compile(model, stage="loops",
+                                                bf16_dot_products=True).ir
+    check_against_fmas(model, sy.compile(model, bf16_dot_products=True), seed=5,
+                       batches=(3,))
+    with pytest.raises(sy.CompileError, match="bf16 products take one path"):
+        sy.compile(model, bf16_dot_products=True, bf16_amx=True)
 
 
 @pytest.mark.skipif(host_has_bf16_dot_products(), reason="the host has avx512bf16")

@@ -58,7 +58,8 @@ struct CompileOptions {
   bool parallel = true;
   bool fusion = true; ///< run the moe fusion passes
   /// Multiply bf16 expert weights with the AVX-512 BF16 dot-product
-  /// instruction (the host must have it: lowerToStage fails otherwise). Off
+  /// instruction (the host must have it: lowerToStage fails otherwise; so
+  /// does asking for it and for bf16Amx, since they exclude each other). Off
   /// by default: on the Intel Xeon we measured, it runs at half the rate of
   /// the f32 FMAs it replaces (docs/Rationale.md).
   bool bf16DotProducts = false;
