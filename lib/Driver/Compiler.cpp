@@ -92,11 +92,12 @@ LogicalResult switchyard::lowerToStage(
   if (options.bf16DotProducts && !hostHasBF16DotProducts())
     return emitError(module.getLoc(),
                      "bf16 dot products need a host with avx512bf16");
-  if (options.bf16DotProducts && options.bf16Amx)
+  bool amx = usesBF16Amx(options);
+  if (options.bf16DotProducts && amx)
     return emitError(module.getLoc(),
                      "bf16 products take one path: dot products or AMX tiles, "
                      "not both");
-  if (options.bf16Amx && !hostHasBF16Amx())
+  if (amx && !hostHasBF16Amx())
     return emitError(
         module.getLoc(),
         "bf16 AMX products need a host with amx-tile and amx-bf16");
@@ -107,7 +108,7 @@ LogicalResult switchyard::lowerToStage(
   pipeline.parallel = options.parallel;
   pipeline.fusion = options.fusion;
   pipeline.bf16DotProducts = options.bf16DotProducts;
-  pipeline.bf16Amx = options.bf16Amx;
+  pipeline.bf16Amx = amx;
   switch (options.stage) {
   case Stage::Layer:
   case Stage::Routing:
@@ -142,6 +143,10 @@ bool switchyard::hostHasBF16DotProducts() {
 
 bool switchyard::hostHasBF16Amx() {
   return hostHasFeature("amx-tile") && hostHasFeature("amx-bf16");
+}
+
+bool switchyard::usesBF16Amx(const CompileOptions &options) {
+  return options.bf16Amx.value_or(!options.bf16DotProducts && hostHasBF16Amx());
 }
 
 std::unique_ptr<llvm::TargetMachine>

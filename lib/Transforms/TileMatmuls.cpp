@@ -99,25 +99,11 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
     p.packed = true;
     p.tileM = ranges[dims->m[1]];
     p.tileN = ranges[dims->n[1]];
-    if (dims->k.size() == 3) {
-      // For AMX: the pair's element p is innermost in both operands, the
-      // pair index q has 16 steps.
-      unsigned q = dims->k[1], pair = dims->k[2];
-      for (OpOperand *input : op.getDpsInputOperands()) {
-        AffineMap map = op.getMatchingIndexingMap(input);
-        if (map.getNumResults() == 0 || map.getResults().back() != dim(pair))
-          return std::nullopt;
-      }
-      if (ranges[q] != 16 || ranges[pair] != 2 ||
-          ShapedType::isDynamic(ranges[p.k]))
-        return std::nullopt;
-      p.amx = true;
-      return p;
-    }
-    if (dims->k.size() == 2) {
-      // In pairs: the second reduction loop has 2 steps and is innermost in
-      // both operands.
-      unsigned pair = dims->k[1];
+    // In pairs (2 reduction loops) and for AMX (3): the last reduction
+    // loop, the pair's element p, has 2 steps and is innermost in both
+    // operands.
+    if (dims->k.size() > 1) {
+      unsigned pair = dims->k.back();
       for (OpOperand *input : op.getDpsInputOperands()) {
         AffineMap map = op.getMatchingIndexingMap(input);
         if (map.getNumResults() == 0 || map.getResults().back() != dim(pair))
@@ -125,7 +111,14 @@ std::optional<ProductDims> getProductDims(linalg::LinalgOp op) {
       }
       if (ranges[pair] != 2)
         return std::nullopt;
-      p.pair = pair;
+    }
+    if (dims->k.size() == 3) {
+      // For AMX, the pair index q has 16 steps.
+      if (ranges[dims->k[1]] != 16 || ShapedType::isDynamic(ranges[p.k]))
+        return std::nullopt;
+      p.amx = true;
+    } else if (dims->k.size() == 2) {
+      p.pair = dims->k[1];
     }
     return p;
   }
@@ -215,10 +208,10 @@ LogicalResult vectorizePairTile(RewriterBase &rewriter, linalg::LinalgOp op) {
   Location loc = op.getLoc();
   MLIRContext *ctx = op.getContext();
   rewriter.setInsertionPoint(op);
+  Value zero = arith::ConstantIndexOp::create(rewriter, loc, 0);
   auto read = [&](OpOperand *operand) -> Value {
     auto type = cast<RankedTensorType>(operand->get().getType());
-    SmallVector<Value> zeros(type.getRank(),
-                             arith::ConstantIndexOp::create(rewriter, loc, 0));
+    SmallVector<Value> zeros(type.getRank(), zero);
     return vector::TransferReadOp::create(
         rewriter, loc,
         VectorType::get(type.getShape().take_back(2), type.getElementType()),
@@ -237,8 +230,7 @@ LogicalResult vectorizePairTile(RewriterBase &rewriter, linalg::LinalgOp op) {
                                      vector::IteratorType::parallel,
                                      vector::IteratorType::reduction});
   auto accType = cast<RankedTensorType>(acc->get().getType());
-  SmallVector<Value> zeros(accType.getRank(),
-                           arith::ConstantIndexOp::create(rewriter, loc, 0));
+  SmallVector<Value> zeros(accType.getRank(), zero);
   Value written = vector::TransferWriteOp::create(
                       rewriter, loc, product, acc->get(), zeros,
                       AffineMap::getMinorIdentityMap(accType.getRank(), 2, ctx),

@@ -220,11 +220,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   options.parallel = parallel;
   options.fusion = fusion;
   options.bf16DotProducts = bf16DotProducts;
-  // Asking for dot products turns the default AMX tiles off (as moec).
-  if (bf16Amx)
-    options.bf16Amx = *bf16Amx;
-  else if (bf16DotProducts)
-    options.bf16Amx = false;
+  options.bf16Amx = bf16Amx;
   options.optLevel = optLevel;
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {
@@ -257,7 +253,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
                 " parallel=" + (parallel ? "true" : "false") +
                 " fusion=" + (fusion ? "true" : "false") +
                 " bf16-dot-products=" + (bf16DotProducts ? "true" : "false") +
-                " bf16-amx=" + (options.bf16Amx ? "true" : "false") + "'";
+                " bf16-amx=" + (usesBF16Amx(options) ? "true" : "false") + "'";
       }
     }
     throw fail(repro);

@@ -157,12 +157,8 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
   options.parallel = !noParallel;
   options.fusion = !noFusion;
   options.bf16DotProducts = bf16Dot;
-  // Asking for dot products turns the default AMX tiles off; asking for
-  // both is an error (lowerToStage).
   if (bf16Amx != cl::BOU_UNSET)
     options.bf16Amx = bf16Amx == cl::BOU_TRUE;
-  else if (bf16Dot)
-    options.bf16Amx = false;
   options.optLevel = optLevel;
   std::string entryName = entry.getName().str();
   {

@@ -53,21 +53,27 @@ bool hostHasBF16DotProducts();
 /// `amx-bf16`).
 bool hostHasBF16Amx();
 
+struct CompileOptions;
+
+/// Whether `options` multiply bf16 expert weights on AMX tiles: as
+/// `bf16Amx` says, or unset, when the host has them and dot products were
+/// not asked for. The code is compiled for the host: on the Intel Xeon of
+/// 2026-12-02 the bf16 Switch block ran 4.8x faster on AMX
+/// (docs/Rationale.md).
+bool usesBF16Amx(const CompileOptions &options);
+
 struct CompileOptions {
   Stage stage = Stage::LLVM;
   bool parallel = true;
   bool fusion = true; ///< run the moe fusion passes
   /// Multiply bf16 expert weights with the AVX-512 BF16 dot-product
-  /// instruction (the host must have it: lowerToStage fails otherwise; so
-  /// does asking for it and for bf16Amx, since they exclude each other). Off
-  /// by default: on the Intel Xeon we measured, it runs at half the rate of
-  /// the f32 FMAs it replaces (docs/Rationale.md).
+  /// instruction (the host must have it: lowerToStage fails otherwise). Off
+  /// by default: on the Intel Xeon we measured, it runs at 0.60x the rate
+  /// of the f32 FMAs it replaces (docs/Rationale.md).
   bool bf16DotProducts = false;
   /// Multiply bf16 expert weights on AMX tiles (the host must have them:
-  /// lowerToStage fails otherwise). The code is compiled for the host, so
-  /// by default when it has them: on the Intel Xeon of 2026-12-02 the bf16
-  /// Switch block ran 4.8x faster (docs/Rationale.md).
-  bool bf16Amx = hostHasBF16Amx();
+  /// lowerToStage fails otherwise). Unset, usesBF16Amx decides.
+  std::optional<bool> bf16Amx;
   unsigned optLevel = 3; ///< LLVM's -O level, 0 to 3
 };
 

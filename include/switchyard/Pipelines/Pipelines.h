@@ -40,13 +40,13 @@ struct CPUPipelineOptions
       *this, "bf16-dot-products",
       llvm::cl::desc("Multiply bf16 expert weights with the AVX-512 BF16 "
                      "dot-product instruction (vdpbf16ps): the target must "
-                     "have avx512bf16 (moec and the Python package set it "
-                     "from the host)"),
+                     "have avx512bf16"),
       llvm::cl::init(false)};
   Option<bool> bf16Amx{
       *this, "bf16-amx",
       llvm::cl::desc("Multiply bf16 expert weights on AMX tiles (tdpbf16ps): "
-                     "the target must have amx-bf16"),
+                     "the target must have amx-tile and amx-bf16 (moec and "
+                     "the Python package set it when the host has them)"),
       llvm::cl::init(false)};
   Option<CPUStage> stopAfter{
       *this, "stop-after", llvm::cl::desc("The stage to stop after"),

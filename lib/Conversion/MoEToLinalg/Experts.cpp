@@ -253,12 +253,12 @@ Value packedEpilogue(
 } // namespace
 
 bool switchyard::lowering::packsPairs(const MLPWeights &weights) {
-  return (weights.bf16Pairs || weights.bf16Amx) &&
+  return (weights.bf16.dot || weights.bf16.amx) &&
          elementType(weights.w1).isBF16();
 }
 
 bool switchyard::lowering::packsAmx(const MLPWeights &weights) {
-  return weights.bf16Amx && elementType(weights.w1).isBF16();
+  return weights.bf16.amx && elementType(weights.w1).isBF16();
 }
 
 Value switchyard::lowering::packWeight(OpBuilder &b, Location loc, Value weight,
@@ -469,20 +469,21 @@ Value switchyard::lowering::buildRowBlockMLPs(
   // (column 32 * d32 + c).
   SmallVector<OpFoldResult> sizes = {getAsOpFoldResult(rows),
                                      getAsOpFoldResult(width)};
-  OpFoldResult tileRows = getAsOpFoldResult(
-      arith::DivUIOp::create(b, loc, rows, multiple).getResult());
   bool amx = packed && packsAmx(weights);
   // Columns a block of the packed layout: 2 in pairs, 32 for AMX.
   int64_t columnBlock = amx ? kPackCols : 2;
-  if (pairs)
-    sizes = {
-        tileRows,
-        getAsOpFoldResult(arith::DivUIOp::create(
-                              b, loc, width, indexConst(b, loc, columnBlock))
-                              .getResult()),
-        b.getIndexAttr(kPackRows), b.getIndexAttr(columnBlock)};
-  else if (packed)
+  if (packed) {
+    OpFoldResult tileRows = getAsOpFoldResult(
+        arith::DivUIOp::create(b, loc, rows, multiple).getResult());
     sizes = {tileRows, getAsOpFoldResult(width), b.getIndexAttr(kPackRows)};
+    if (pairs)
+      sizes = {
+          tileRows,
+          getAsOpFoldResult(arith::DivUIOp::create(
+                                b, loc, width, indexConst(b, loc, columnBlock))
+                                .getResult()),
+          b.getIndexAttr(kPackRows), b.getIndexAttr(columnBlock)};
+  }
   unsigned rank = sizes.size();
   Type rowType = packed && !pairs ? b.getF32Type() : dtype;
   Value rowsInit = tensor::EmptyOp::create(b, loc, sizes, rowType);
@@ -575,8 +576,7 @@ MLPWeights switchyard::lowering::expertWeights(OpBuilder &b, Location loc,
           expertSlice(b, loc, weights.b1, e),
           expertSlice(b, loc, weights.b2, e),
           weights.activation,
-          weights.bf16Pairs,
-          weights.bf16Amx};
+          weights.bf16};
 }
 
 Value switchyard::lowering::buildUniformRowBlockMLPs(

@@ -122,12 +122,9 @@ mlir::Value routerProbs(mlir::OpBuilder &b, mlir::Location loc, mlir::Value z);
 struct MLPWeights {
   mlir::Value w1, wg, w2, b1, b2;
   moe::Activation activation;
-  /// Packed bf16 products read their operands in pairs along the reduction
-  /// (convert-moe-to-linalg's bf16-dot-products): see packWeight.
-  bool bf16Pairs = false;
-  /// Packed bf16 products run on AMX tiles (convert-moe-to-linalg's
-  /// bf16-amx): see packsAmx.
-  bool bf16Amx = false;
+  /// How packed bf16 products run (convert-moe-to-linalg's options): see
+  /// packsPairs and packsAmx.
+  BF16Products bf16 = {};
 };
 
 /// The expert MLP of SEMANTICS.md section 1 over `input [.., M, D]`: f32
@@ -138,9 +135,14 @@ mlir::Value buildMLP(mlir::OpBuilder &b, mlir::Location loc, mlir::Value input,
 /// The weights of an op with w1, wg, w2, b1, b2 operands (its adaptor).
 template <typename AdaptorT>
 MLPWeights mlpWeights(AdaptorT adaptor, moe::Activation activation,
-                      bool bf16Pairs = false, bool bf16Amx = false) {
-  return {adaptor.getW1(), adaptor.getWg(), adaptor.getW2(), adaptor.getB1(),
-          adaptor.getB2(), activation,      bf16Pairs,       bf16Amx};
+                      BF16Products bf16 = {}) {
+  return {adaptor.getW1(),
+          adaptor.getWg(),
+          adaptor.getW2(),
+          adaptor.getB1(),
+          adaptor.getB2(),
+          activation,
+          bf16};
 }
 
 /// A pattern that lowers an op with expert MLPs, under the pass's choice of
@@ -152,7 +154,7 @@ struct ExpertMLPLowering : mlir::OpConversionPattern<OpTy> {
   /// The weights of `adaptor`'s op, packed as the pass says.
   template <typename AdaptorT>
   MLPWeights weightsOf(AdaptorT adaptor, moe::Activation activation) const {
-    return mlpWeights(adaptor, activation, bf16.dot, bf16.amx);
+    return mlpWeights(adaptor, activation, bf16);
   }
   BF16Products bf16;
 };
@@ -173,14 +175,15 @@ constexpr int64_t kPackCols = 32;
 bool canPack(const MLPWeights &weights);
 
 /// Whether a block's products read their operands in pairs (bf16 weights
-/// and `weights.bf16Pairs`): the weights [E, K, N] as [E, N/32, K/2, 32, 2]
-/// and the rows [M, K] as [M/8, K/2, 8, 2] in bf16, element (k2, p) being
-/// k = 2 * k2 + p, the layout of the AVX-512 BF16 dot-product instruction,
-/// which adds each lane's two products to its f32 sum (k + 1's first).
+/// and `weights.bf16.dot`, or packsAmx): the weights [E, K, N] as [E, N/32,
+/// K/2, 32, 2] and the rows [M, K] as [M/8, K/2, 8, 2] in bf16, element (k2, p)
+/// being k = 2 * k2 + p, the layout of the AVX-512 BF16 dot-product
+/// instruction, which adds each lane's two products to its f32 sum (k + 1's
+/// first).
 bool packsPairs(const MLPWeights &weights);
 
 /// Whether a block's products run on AMX tiles (bf16 weights and
-/// `weights.bf16Amx`): the weights packed in pairs as packsPairs says, the
+/// `weights.bf16.amx`): the weights packed in pairs as packsPairs says, the
 /// rows [M, K] as [M/8, K/32, 8, 32] in bf16 (a tile reads 8 rows of 32
 /// reduction steps), and the products tiled for switchyard-lower-vectors'
 /// AMX lowering.
