@@ -33,6 +33,10 @@ namespace {
 
 /// The cache line of the x86 and Arm cores we target.
 constexpr int64_t kCacheLineBytes = 64;
+/// Marks the row-tile loops of compute-bound packed products
+/// (switchyard-tile-matmuls).
+constexpr llvm::StringLiteral kPrefetchNextPanel =
+    "switchyard.prefetch_next_panel";
 
 /// How far ahead (in bytes of its rows) a register tile's reduction loop
 /// prefetches its wide operand. Measured on the Soft MoE B/16 block (bound by
@@ -73,44 +77,68 @@ bool readsValue(const SetVector<Operation *> &slice, Operation *op,
   return reads(op) || llvm::any_of(slice, reads);
 }
 
-/// Prefetches, at `b`'s insertion point, every cache line `load` reads (or
-/// only the first, with `firstLineOnly`) in iteration `next` of `loop`
-/// instead of its own; returns false when the load's address does not
-/// depend on the loop.
-bool prefetchInIteration(OpBuilder &b, vector::LoadOp load, scf::ForOp loop,
-                         Value next, bool firstLineOnly = false) {
+/// The bytes a vector load reads.
+int64_t bytesRead(vector::LoadOp load) {
+  VectorType type = load.getVectorType();
+  return type.getNumElements() * type.getElementTypeBitWidth() / 8;
+}
+
+/// The backward slice of `op`'s operands inside `scope`, not through block
+/// arguments (the induction variables of the loops around `op` stay).
+SetVector<Operation *> addressSlice(Operation *op, Operation *scope) {
   BackwardSliceOptions options;
   options.inclusive = false;
-  // Not the loops around the load: their induction variables stay.
   options.omitBlockArguments = true;
-  options.filter = [&](Operation *op) { return loop->isProperAncestor(op); };
+  options.filter = [&](Operation *o) { return scope->isProperAncestor(o); };
   SetVector<Operation *> slice;
-  if (failed(getBackwardSlice(load.getOperation(), &slice, options)) ||
-      !readsValue(slice, load, loop.getInductionVar()))
+  if (failed(getBackwardSlice(op, &slice, options)))
+    return {};
+  return slice;
+}
+
+/// Prefetches, at `b`'s insertion point, the `bytes` from `base[indices]`
+/// (`op`'s base and indices, or new indices) that `op` would read when the
+/// induction variables of the loops in `ivs` (all inside `scope`) took the
+/// values they map to: clones what computes the address inside `scope`.
+/// Returns false when the address depends on none of those variables.
+bool prefetchAt(OpBuilder &b, Operation *op, Value base, ValueRange indices,
+                int64_t bytes, Operation *scope, const IRMapping &ivs) {
+  SetVector<Operation *> slice = addressSlice(op, scope);
+  if (llvm::none_of(ivs.getValueMap(), [&](auto pair) {
+        return readsValue(slice, op, pair.first);
+      }))
     return false;
-  IRMapping mapping;
-  mapping.map(loop.getInductionVar(), next);
-  for (Operation *op : slice)
-    b.clone(*op, mapping);
-  SmallVector<Value> indices;
-  for (Value index : load.getIndices())
-    indices.push_back(mapping.lookupOrDefault(index));
-  VectorType type = load.getVectorType();
-  int64_t lineElements = kCacheLineBytes * 8 / type.getElementTypeBitWidth();
-  int64_t lines =
-      firstLineOnly ? 1 : llvm::divideCeil(type.getNumElements(), lineElements);
-  Location loc = load.getLoc();
-  Value first = indices.back();
+  IRMapping mapping = ivs;
+  for (Operation *o : slice)
+    b.clone(*o, mapping);
+  SmallVector<Value> at = llvm::map_to_vector(
+      indices, [&](Value index) { return mapping.lookupOrDefault(index); });
+  int64_t elementBytes =
+      cast<MemRefType>(base.getType()).getElementTypeBitWidth() / 8;
+  int64_t lineElements = kCacheLineBytes / elementBytes;
+  Location loc = op->getLoc();
+  Value first = at.back();
+  int64_t lines = llvm::divideCeil(bytes, kCacheLineBytes);
   for (int64_t line = 0; line < lines; ++line) {
     if (line)
-      indices.back() = arith::AddIOp::create(
+      at.back() = arith::AddIOp::create(
           b, loc, first,
           arith::ConstantIndexOp::create(b, loc, line * lineElements));
-    memref::PrefetchOp::create(b, loc, mapping.lookupOrDefault(load.getBase()),
-                               indices, /*isWrite=*/false,
+    memref::PrefetchOp::create(b, loc, mapping.lookupOrDefault(base), at,
+                               /*isWrite=*/false,
                                /*localityHint=*/3, /*isDataCache=*/true);
   }
   return true;
+}
+
+/// Prefetches every cache line `load` reads (or only the first, with
+/// `firstLineOnly`) in iteration `next` of `loop` instead of its own.
+bool prefetchInIteration(OpBuilder &b, vector::LoadOp load, scf::ForOp loop,
+                         Value next, bool firstLineOnly = false) {
+  IRMapping ivs;
+  ivs.map(loop.getInductionVar(), next);
+  return prefetchAt(b, load, load.getBase(), load.getIndices(),
+                    firstLineOnly ? 1 : bytesRead(load), loop, ivs);
 }
 
 /// In every innermost loop that feeds FMAs (the reduction loop of a register
@@ -122,9 +150,7 @@ void prefetchWideLoads(func::FuncOp func) {
   for (scf::ForOp loop : reductionLoops(func)) {
     SmallVector<vector::LoadOp> loads;
     loop.getBody()->walk([&](vector::LoadOp load) {
-      VectorType type = load.getVectorType();
-      if (type.getNumElements() * type.getElementTypeBitWidth() >=
-          kCacheLineBytes * 8)
+      if (bytesRead(load) >= kCacheLineBytes)
         loads.push_back(load);
     });
     if (loads.empty())
@@ -132,9 +158,7 @@ void prefetchWideLoads(func::FuncOp func) {
     OpBuilder b(loop.getBody(), loop.getBody()->begin());
     Location loc = loop.getLoc();
     for (vector::LoadOp load : loads) {
-      VectorType type = load.getVectorType();
-      int64_t rowBytes =
-          type.getNumElements() * type.getElementTypeBitWidth() / 8;
+      int64_t rowBytes = bytesRead(load);
       b.setInsertionPointToStart(loop.getBody());
       Value ahead = arith::AddIOp::create(
           b, loc, loop.getInductionVar(),
@@ -143,7 +167,8 @@ void prefetchWideLoads(func::FuncOp func) {
               arith::ConstantIndexOp::create(
                   b, loc,
                   std::max<int64_t>(
-                      1, prefetchBytes(type.getElementType()) / rowBytes))));
+                      1, prefetchBytes(load.getVectorType().getElementType()) /
+                             rowBytes))));
       // The first line of each row only: the hardware's adjacent-line
       // prefetch brings the second line of an f32 row. Prefetching it as
       // well measured no faster (Soft MoE B/16 68.5 against 71.0 ms, expert
@@ -193,6 +218,136 @@ void prefetchNextAccumulators(func::FuncOp func) {
       more.getDefiningOp()->erase();
       next.getDefiningOp()->erase();
     }
+  }
+}
+
+/// The loops of switchyard-tile-matmuls' compute-bound packed products are
+/// reduction panels, column tiles and row tiles (marked
+/// `switchyard.prefetch_next_panel`), around a register tile: a reduction
+/// loop of FMAs, or AMX tile operations. A weight panel (what the tile reads
+/// depending on the column tile but not on the row tile) stays in the L1
+/// cache while every row tile passes over it, so the hardware prefetchers
+/// see no stream to follow into the next panel, and its first row tile
+/// waits on memory. So each row tile prefetches its share of the next
+/// panel's rows: the next column tile's, or past the last, the first column
+/// tile's in the next reduction panel.
+void prefetchNextPanel(func::FuncOp func) {
+  SmallVector<scf::ForOp> rowLoops;
+  func.walk([&](scf::ForOp loop) {
+    if (loop->hasAttr(kPrefetchNextPanel))
+      rowLoops.push_back(loop);
+  });
+  for (scf::ForOp rows : rowLoops) {
+    rows->removeAttr(kPrefetchNextPanel);
+    auto columns = dyn_cast<scf::ForOp>(rows->getParentOp());
+    auto panels =
+        columns ? dyn_cast<scf::ForOp>(columns->getParentOp()) : nullptr;
+    if (!panels)
+      continue;
+    auto readsWeights = [&](Operation *op) {
+      SetVector<Operation *> slice = addressSlice(op, panels);
+      return readsValue(slice, op, columns.getInductionVar()) &&
+             !readsValue(slice, op, rows.getInductionVar());
+    };
+    // The panel's rows, and for row `r` the loads to prefetch with their
+    // base, indices, bytes and induction variables.
+    int64_t steps = 0;
+    std::function<void(OpBuilder &, Value, IRMapping &)> prefetchRow;
+    scf::ForOp reduction;
+    for (Operation &op : *rows.getBody())
+      if (auto loop = dyn_cast<scf::ForOp>(op))
+        reduction = loop;
+    SmallVector<vector::LoadOp> vectorLoads;
+    SmallVector<amx::TileLoadOp> tileLoads;
+    if (reduction) {
+      // FMAs (or dot products): the wide loads of the reduction loop, a row
+      // of the panel a step.
+      if (std::optional<APInt> trips = reduction.getStaticTripCount())
+        steps = trips->getSExtValue();
+      reduction.getBody()->walk([&](vector::LoadOp load) {
+        if (bytesRead(load) >= kCacheLineBytes && readsWeights(load))
+          vectorLoads.push_back(load);
+      });
+      prefetchRow = [&](OpBuilder &b, Value row, IRMapping &ivs) {
+        Location loc = reduction.getLoc();
+        ivs.map(reduction.getInductionVar(),
+                arith::AddIOp::create(
+                    b, loc, reduction.getLowerBound(),
+                    arith::MulIOp::create(b, loc, row, reduction.getStep())));
+        for (vector::LoadOp load : vectorLoads)
+          (void)prefetchAt(b, load, load.getBase(), load.getIndices(),
+                           bytesRead(load), panels, ivs);
+      };
+    } else {
+      // AMX: the weight tiles load from one panel, [rows, pairs], whose
+      // rows (a reduction step's pairs of 32 columns) follow each other.
+      for (auto load : rows.getBody()->getOps<amx::TileLoadOp>())
+        if (readsWeights(load))
+          tileLoads.push_back(load);
+      if (!tileLoads.empty()) {
+        auto type = cast<MemRefType>(tileLoads.front().getBase().getType());
+        if (type.getRank() == 2 && type.hasStaticShape() &&
+            llvm::all_of(tileLoads, [&](amx::TileLoadOp load) {
+              return load.getBase() == tileLoads.front().getBase();
+            }))
+          steps = type.getDimSize(0);
+      }
+      prefetchRow = [&](OpBuilder &b, Value row, IRMapping &ivs) {
+        amx::TileLoadOp load = tileLoads.front();
+        auto type = cast<MemRefType>(load.getBase().getType());
+        Value zero = arith::ConstantIndexOp::create(b, load.getLoc(), 0);
+        (void)prefetchAt(b, load, load.getBase(), {row, zero},
+                         type.getDimSize(1) * type.getElementTypeBitWidth() / 8,
+                         panels, ivs);
+      };
+    }
+    if (steps <= 0 || (vectorLoads.empty() && tileLoads.empty()))
+      continue;
+
+    OpBuilder b(rows.getBody(), rows.getBody()->begin());
+    if (reduction)
+      b.setInsertionPoint(reduction);
+    Location loc = rows.getLoc();
+    auto c = [&](int64_t v) {
+      return arith::ConstantIndexOp::create(b, loc, v);
+    };
+    // The next (panel, column tile) iteration.
+    Value nextColumn = arith::AddIOp::create(b, loc, columns.getInductionVar(),
+                                             columns.getStep());
+    Value wraps = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                        nextColumn, columns.getUpperBound());
+    Value column = arith::SelectOp::create(b, loc, wraps,
+                                           columns.getLowerBound(), nextColumn);
+    Value panel = arith::SelectOp::create(
+        b, loc, wraps,
+        arith::AddIOp::create(b, loc, panels.getInductionVar(),
+                              panels.getStep()),
+        panels.getInductionVar());
+    Value more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, panel,
+                                       panels.getUpperBound());
+    // This row tile's share of the panel's rows.
+    Value rowTiles = arith::CeilDivUIOp::create(
+        b, loc,
+        arith::SubIOp::create(b, loc, rows.getUpperBound(),
+                              rows.getLowerBound()),
+        rows.getStep());
+    Value rowTile = arith::DivUIOp::create(
+        b, loc,
+        arith::SubIOp::create(b, loc, rows.getInductionVar(),
+                              rows.getLowerBound()),
+        rows.getStep());
+    Value share = arith::CeilDivUIOp::create(b, loc, c(steps), rowTiles);
+    Value first = arith::MulIOp::create(b, loc, rowTile, share);
+    Value last = arith::MinUIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, first, share), c(steps));
+    auto ifMore = scf::IfOp::create(b, loc, more, /*withElseRegion=*/false);
+    b.setInsertionPoint(ifMore.thenBlock()->getTerminator());
+    auto each = scf::ForOp::create(b, loc, first, last, c(1));
+    b.setInsertionPoint(each.getBody()->getTerminator());
+    IRMapping ivs;
+    ivs.map(columns.getInductionVar(), column);
+    ivs.map(panels.getInductionVar(), panel);
+    prefetchRow(b, each.getInductionVar(), ivs);
   }
 }
 
@@ -422,6 +577,7 @@ struct LowerVectorsPass
       return signalPassFailure();
     prefetchWideLoads(func);
     prefetchNextAccumulators(func);
+    prefetchNextPanel(func);
   }
 };
 

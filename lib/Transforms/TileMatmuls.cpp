@@ -38,6 +38,10 @@ constexpr llvm::StringLiteral kPairTile = "switchyard.pair_tile";
 /// Marks the register tiles of products on AMX tiles, left as they are for
 /// switchyard-lower-vectors.
 constexpr llvm::StringLiteral kAmxTile = "switchyard.amx_tile";
+/// Marks the row-tile loops whose register tiles prefetch the next weight
+/// panel, which switchyard-lower-vectors inserts.
+constexpr llvm::StringLiteral kPrefetchNextPanel =
+    "switchyard.prefetch_next_panel";
 /// Marks packed products whose blocks have few rows (set by the lowering).
 constexpr llvm::StringLiteral kStreamWeights = "switchyard.stream_weights";
 
@@ -469,6 +473,11 @@ struct TileMatmulsPass
       inner->tiledOps.front()->setAttr(kPairTile, UnitAttr::get(ctx));
     if (dims.amx)
       inner->tiledOps.front()->setAttr(kAmxTile, UnitAttr::get(ctx));
+    // In a compute-bound packed product, the row-tile loop (inside the
+    // panels and column tiles) prefetches the next weight panel
+    // (switchyard-lower-vectors).
+    if (dims.packed && !stream && inner->loops.size() >= 2)
+      inner->loops[1]->setAttr(kPrefetchNextPanel, UnitAttr::get(ctx));
     if (dims.packed)
       return success();
 

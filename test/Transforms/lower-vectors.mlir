@@ -173,3 +173,116 @@ func.func @amx(%a: memref<1x2x8x16x2xbf16>, %b: memref<1x2x16x32x2xbf16>, %c: me
   }
   return
 }
+
+// The row tiles of a compute-bound packed product (reduction panels P,
+// column tiles N, row tiles T marked by switchyard-tile-matmuls): before
+// its reduction loop, each row tile prefetches its share (ceil(32 / tiles)
+// steps) of the next weight panel, both 64-byte lines of each 32-column
+// row: the next column tile's panel, or past the last column tile, the
+// first one's in the next reduction panel, if there is one. The marker is
+// consumed.
+// CHECK-LABEL: func.func @next_panel
+// CHECK: scf.for %[[P:.+]] = %[[C0:.+]] to %[[C64:.+]] step %[[C32:.+]] {
+// CHECK:   scf.for %[[N:.+]] = %{{.+}} to %[[C2:.+]] step %[[C1:.+]] {
+// CHECK:     scf.for %[[T:.+]] = %{{.+}} to %[[TILES:.+]] step %{{.+}} {
+// CHECK:       %[[NEXT:.+]] = arith.addi %[[N]], %[[C1]] : index
+// CHECK:       %[[WRAPS:.+]] = arith.cmpi sge, %[[NEXT]], %[[C2]] : index
+// CHECK:       %[[COL:.+]] = arith.select %[[WRAPS]], %[[C0]], %[[NEXT]] : index
+// CHECK:       %[[PN:.+]] = arith.addi %[[P]], %[[C32]] : index
+// CHECK:       %[[PANEL:.+]] = arith.select %[[WRAPS]], %[[PN]], %[[P]] : index
+// CHECK:       %[[MORE:.+]] = arith.cmpi slt, %[[PANEL]], %[[C64]] : index
+// CHECK:       %[[SHARE:.+]] = arith.ceildivui %c32{{[_0-9]*}}, %{{.+}} : index
+// CHECK:       %[[FIRST:.+]] = arith.muli %{{.+}}, %[[SHARE]] : index
+// CHECK:       %[[END:.+]] = arith.addi %[[FIRST]], %[[SHARE]] : index
+// CHECK:       %[[LAST:.+]] = arith.minui %[[END]], %c32{{[_0-9]*}} : index
+// CHECK:       scf.if %[[MORE]] {
+// CHECK:         scf.for %[[R:.+]] = %[[FIRST]] to %[[LAST]] step
+// CHECK:           %[[K:.+]] = arith.addi %[[PANEL]], %{{.+}} : index
+// CHECK:           memref.prefetch %[[B:.+]][%[[COL]], %[[K]], %{{.+}}], read, locality<3>, data : memref<2x64x32xf32>
+// CHECK:           memref.prefetch %[[B]][%[[COL]], %[[K]], %{{.+}}], read, locality<3>, data : memref<2x64x32xf32>
+// CHECK-NEXT:    }
+// CHECK-NEXT:  }
+// CHECK-NEXT:  scf.for
+// CHECK-NOT: switchyard.prefetch_next_panel
+func.func @next_panel(%a: memref<?x64x2xf32>, %b: memref<2x64x32xf32>, %c: memref<?x2x2x32xf32>, %tiles: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c2 = arith.constant 2 : index
+  %c32 = arith.constant 32 : index
+  %c64 = arith.constant 64 : index
+  scf.for %p = %c0 to %c64 step %c32 {
+    scf.for %n = %c0 to %c2 step %c1 {
+      scf.for %t = %c0 to %tiles step %c1 {
+        %r0 = vector.load %c[%t, %n, %c0, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+        %r1 = vector.load %c[%t, %n, %c1, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+        %zero = arith.constant dense<0.0> : vector<2x32xf32>
+        %i0 = vector.insert %r0, %zero [0] : vector<32xf32> into vector<2x32xf32>
+        %init = vector.insert %r1, %i0 [1] : vector<32xf32> into vector<2x32xf32>
+        %r = scf.for %k = %c0 to %c32 step %c1 iter_args(%acc = %init) -> (vector<2x32xf32>) {
+          %kk = arith.addi %p, %k : index
+          %row = vector.load %b[%n, %kk, %c0] : memref<2x64x32xf32>, vector<32xf32>
+          %col = vector.load %a[%t, %kk, %c0] : memref<?x64x2xf32>, vector<2xf32>
+          %x = vector.extract %col[0] : f32 from vector<2xf32>
+          %xb = vector.broadcast %x : f32 to vector<2x32xf32>
+          %wb = vector.broadcast %row : vector<32xf32> to vector<2x32xf32>
+          %f = vector.fma %xb, %wb, %acc : vector<2x32xf32>
+          scf.yield %f : vector<2x32xf32>
+        }
+        %s0 = vector.extract %r[0] : vector<32xf32> from vector<2x32xf32>
+        %s1 = vector.extract %r[1] : vector<32xf32> from vector<2x32xf32>
+        vector.store %s0, %c[%t, %n, %c0, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+        vector.store %s1, %c[%t, %n, %c1, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+      } {switchyard.prefetch_next_panel}
+    }
+  }
+  return
+}
+
+// The same on AMX tiles: the weight tiles of a row tile load from one
+// panel of 32 rows (16 pairs of reduction steps a block, 2 blocks) of 128
+// bytes; each row tile prefetches its share of the next panel's rows.
+// CHECK-LABEL: func.func @amx_next_panel
+// CHECK: scf.for %[[P:.+]] = %{{.+}} to %{{.+}} step %{{.+}} {
+// CHECK:   scf.for %[[N:.+]] = %{{.+}} to %{{.+}} step %{{.+}} {
+// CHECK:     scf.for %[[T:.+]] = %{{.+}} to %{{.+}} step %{{.+}} {
+// CHECK:       %[[COL:.+]] = arith.select %{{.+}}, %{{.+}}, %{{.+}} : index
+// CHECK:       %[[PANEL:.+]] = arith.select %{{.+}}, %{{.+}}, %[[P]] : index
+// CHECK:       %[[SHARE:.+]] = arith.ceildivui %c32{{[_0-9]*}}, %{{.+}} : index
+// CHECK:       scf.if
+// CHECK:         scf.for %[[R:.+]] = %{{.+}} to %{{.+}} step
+// CHECK:           %[[SB:.+]] = memref.subview %{{.+}}[%[[COL]], %[[PANEL]], 0, 0, 0] [1, 2, 16, 32, 2]
+// CHECK:           %[[W:.+]] = memref.collapse_shape %[[SB]] {{.+}} into memref<32x64xbf16, strided<[64, 1], offset: ?>>
+// CHECK:           memref.prefetch %[[W]][%[[R]], %{{.+}}], read, locality<3>, data
+// CHECK:           memref.prefetch %[[W]][%[[R]], %{{.+}}], read, locality<3>, data
+// CHECK-NEXT:    }
+// CHECK-NEXT:  }
+// CHECK:       amx.tile_load
+// CHECK-NOT: switchyard.prefetch_next_panel
+#na = affine_map<(mt, nt, kb, i, j, q, p) -> (mt, kb, i, q, p)>
+#nb = affine_map<(mt, nt, kb, i, j, q, p) -> (nt, kb, q, j, p)>
+#nc = affine_map<(mt, nt, kb, i, j, q, p) -> (mt, nt, i, j)>
+func.func @amx_next_panel(%a: memref<?x4x8x16x2xbf16>, %b: memref<2x4x16x32x2xbf16>, %c: memref<?x2x8x32xf32>, %tiles: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c2 = arith.constant 2 : index
+  %c4 = arith.constant 4 : index
+  scf.for %p = %c0 to %c4 step %c2 {
+    scf.for %n = %c0 to %c2 step %c1 {
+      scf.for %t = %c0 to %tiles step %c1 {
+        %sa = memref.subview %a[%t, %p, 0, 0, 0] [1, 2, 8, 16, 2] [1, 1, 1, 1, 1] : memref<?x4x8x16x2xbf16> to memref<1x2x8x16x2xbf16, strided<[1024, 256, 32, 2, 1], offset: ?>>
+        %sb = memref.subview %b[%n, %p, 0, 0, 0] [1, 2, 16, 32, 2] [1, 1, 1, 1, 1] : memref<2x4x16x32x2xbf16> to memref<1x2x16x32x2xbf16, strided<[4096, 1024, 64, 2, 1], offset: ?>>
+        %sc = memref.subview %c[%t, %n, 0, 0] [1, 1, 8, 32] [1, 1, 1, 1] : memref<?x2x8x32xf32> to memref<1x1x8x32xf32, strided<[512, 256, 32, 1], offset: ?>>
+        linalg.generic {indexing_maps = [#na, #nb, #nc], iterator_types = ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction", "reduction"]}
+          ins(%sa, %sb : memref<1x2x8x16x2xbf16, strided<[1024, 256, 32, 2, 1], offset: ?>>, memref<1x2x16x32x2xbf16, strided<[4096, 1024, 64, 2, 1], offset: ?>>) outs(%sc : memref<1x1x8x32xf32, strided<[512, 256, 32, 1], offset: ?>>) attrs = {switchyard.amx_tile} {
+        ^bb0(%x: bf16, %y: bf16, %z: f32):
+          %xf = arith.extf %x : bf16 to f32
+          %yf = arith.extf %y : bf16 to f32
+          %m = arith.mulf %xf, %yf : f32
+          %s = arith.addf %z, %m : f32
+          linalg.yield %s : f32
+        }
+      } {switchyard.prefetch_next_panel}
+    }
+  }
+  return
+}

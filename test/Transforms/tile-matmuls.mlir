@@ -49,7 +49,8 @@ func.func @experts(%a: tensor<4x?x32xf32>, %b: tensor<4x32x64xf32>, %c: tensor<4
 // options say; blocks hold all the row tiles (the rows are one row block of
 // the lowering, a parallel task already) and thread-tile-n / 32 column
 // tiles of one expert; every register tile is full, so there is no
-// remainder loop.
+// remainder loop. The loop over row tiles is marked for
+// switchyard-lower-vectors to prefetch the next weight panel from.
 // CHECK-LABEL: func.func @packed
 // CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
 // CHECK:   scf.for %{{.*}} = %c0 to %c64 step %c32
@@ -59,6 +60,7 @@ func.func @experts(%a: tensor<4x?x32xf32>, %b: tensor<4x32x64xf32>, %c: tensor<4
 // CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[A:.*]] = %[[ACC]]) -> ({{.*}}, vector<8x32xf32>)
 // CHECK:           vector.contract {{.*}} %[[A]] : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
 // CHECK-NOT:     linalg.generic
+// CHECK:       } {switchyard.prefetch_next_panel}
 #pa = affine_map<(e, mt, nt, k, i, j) -> (e, mt, k, i)>
 #pb = affine_map<(e, mt, nt, k, i, j) -> (e, nt, k, j)>
 #pc = affine_map<(e, mt, nt, k, i, j) -> (e, mt, nt, i, j)>
@@ -75,7 +77,8 @@ func.func @packed(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tenso
 
 // The same product marked as bound by reading its weights (a block of few
 // rows): the column tiles go outside the reduction panels, so that each
-// column tile's panels, contiguous in the packed weight, are read in order.
+// column tile's panels, contiguous in the packed weight, are read in order,
+// and its row tiles do not prefetch a next panel.
 // CHECK-LABEL: func.func @packed_stream
 // CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
 // CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
@@ -83,6 +86,7 @@ func.func @packed(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tenso
 // CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
 // CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1
 // CHECK:           vector.contract {{.*}} : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
+// CHECK-NOT: switchyard.prefetch_next_panel
 func.func @packed_stream(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32> {
   %0 = linalg.generic {indexing_maps = [#pa, #pb, #pc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel"], switchyard.stream_weights}
     ins(%a, %b : tensor<4x?x64x8xf32>, tensor<4x6x64x32xf32>) outs(%c : tensor<4x?x6x8x32xf32>) {
@@ -109,6 +113,7 @@ func.func @packed_stream(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c
 // CHECK:           %[[R:.*]] = vector.transfer_read {{.*}} : tensor<1x1x1x32x2xbf16>, vector<32x2xbf16>
 // CHECK:           vector.contract {{{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}}} %[[L]], %[[R]], %[[S]] : vector<8x2xbf16>, vector<32x2xbf16> into vector<8x32xf32>
 // CHECK-NOT:     linalg.generic
+// CHECK:       } {switchyard.prefetch_next_panel}
 #qa = affine_map<(e, mt, nt, k, i, j, p) -> (e, mt, k, i, p)>
 #qb = affine_map<(e, mt, nt, k, i, j, p) -> (e, nt, k, j, p)>
 #qc = affine_map<(e, mt, nt, k, i, j, p) -> (e, mt, nt, i, j)>
@@ -137,6 +142,7 @@ func.func @packed_pairs(%a: tensor<4x?x32x8x2xbf16>, %b: tensor<4x6x32x32x2xbf16
 // CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
 // CHECK:         linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<1x1x4x8x16x2xbf16>, tensor<1x1x4x16x32x2xbf16>) outs(%{{.*}} : tensor<1x1x1x8x32xf32>) attrs = {switchyard.amx_tile}
 // CHECK-NOT: vector.contract
+// CHECK:       } {switchyard.prefetch_next_panel}
 #ra = affine_map<(e, mt, nt, kb, i, j, q, p) -> (e, mt, kb, i, q, p)>
 #rb = affine_map<(e, mt, nt, kb, i, j, q, p) -> (e, nt, kb, q, j, p)>
 #rc = affine_map<(e, mt, nt, kb, i, j, q, p) -> (e, mt, nt, i, j)>
