@@ -75,6 +75,42 @@ func.func @packed(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tenso
   return %0 : tensor<4x?x6x8x32xf32>
 }
 
+// The same product on an output filled with zeros: the fill goes (the
+// blocks' output starts as tensor.empty), and the first reduction panel is
+// peeled: its register tiles start from a zero vector, written to their
+// slice before their reduction loop, instead of reading the output. The
+// other panels read and accumulate as before.
+// CHECK-LABEL: func.func @packed_zero
+// CHECK-NOT: linalg.fill
+// CHECK: %[[ZERO:.*]] = arith.constant dense<0.000000e+00> : vector<8x32xf32>
+// CHECK: %[[EMPTY:.*]] = tensor.empty
+// CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2) shared_outs(%{{.*}} = %[[EMPTY]])
+// CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:     scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:       vector.transfer_write %[[ZERO]], %{{.*}} : vector<8x32xf32>, tensor<1x1x1x8x32xf32>
+// CHECK:       %[[FIRST:.*]] = vector.transfer_read
+// CHECK:       scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[A:.*]] = %[[FIRST]]) -> ({{.*}}, vector<8x32xf32>)
+// CHECK:         vector.contract {{.*}} %[[A]] : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
+// CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:     scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK-NOT:   %[[ZERO]]
+// CHECK:       %[[ACC:.*]] = vector.transfer_read {{.*}} : tensor<1x1x1x8x32xf32>, vector<8x32xf32>
+// CHECK:       scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args({{.*}}, %[[B:.*]] = %[[ACC]]) -> ({{.*}}, vector<8x32xf32>)
+// CHECK:         vector.contract {{.*}} %[[B]] : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
+func.func @packed_zero(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %m: index) -> tensor<4x?x6x8x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty(%m) : tensor<4x?x6x8x32xf32>
+  %c = linalg.fill ins(%zero : f32) outs(%e : tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32>
+  %0 = linalg.generic {indexing_maps = [#pa, #pb, #pc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel"]}
+    ins(%a, %b : tensor<4x?x64x8xf32>, tensor<4x6x64x32xf32>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: f32, %y: f32, %z: f32):
+    %mm = arith.mulf %x, %y : f32
+    %s = arith.addf %z, %mm : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}
+
 // The same product marked as bound by reading its weights (a block of few
 // rows): the column tiles go outside the reduction panels, so that each
 // column tile's panels, contiguous in the packed weight, are read in order,
@@ -154,6 +190,27 @@ func.func @packed_amx(%a: tensor<4x?x4x8x16x2xbf16>, %b: tensor<4x6x4x16x32x2xbf
     %yf = arith.extf %y : bf16 to f32
     %m = arith.mulf %xf, %yf : f32
     %s = arith.addf %z, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}
+
+// On AMX tiles, an output filled with zeros keeps its fill: a tile load
+// right after the stores of a zeroed tile would wait for them.
+// CHECK-LABEL: func.func @packed_amx_zero
+// CHECK: linalg.fill
+// CHECK: linalg.generic {{.*}} attrs = {switchyard.amx_tile}
+func.func @packed_amx_zero(%a: tensor<4x?x4x8x16x2xbf16>, %b: tensor<4x6x4x16x32x2xbf16>, %m: index) -> tensor<4x?x6x8x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty(%m) : tensor<4x?x6x8x32xf32>
+  %c = linalg.fill ins(%zero : f32) outs(%e : tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32>
+  %0 = linalg.generic {indexing_maps = [#ra, #rb, #rc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel", "reduction", "reduction"]}
+    ins(%a, %b : tensor<4x?x4x8x16x2xbf16>, tensor<4x6x4x16x32x2xbf16>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: bf16, %y: bf16, %z: f32):
+    %xf = arith.extf %x : bf16 to f32
+    %yf = arith.extf %y : bf16 to f32
+    %mm = arith.mulf %xf, %yf : f32
+    %s = arith.addf %z, %mm : f32
     linalg.yield %s : f32
   } -> tensor<4x?x6x8x32xf32>
   return %0 : tensor<4x?x6x8x32xf32>
