@@ -111,6 +111,34 @@ func.func @packed_zero(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %m: 
   return %0 : tensor<4x?x6x8x32xf32>
 }
 
+// A reduction of one panel on a zero fill: nothing to peel, every register
+// tile starts from a zero vector.
+// CHECK-LABEL: func.func @packed_zero_one_panel
+// CHECK-NOT: linalg.fill
+// CHECK: %[[ZERO:.*]] = arith.constant dense<0.000000e+00> : vector<8x32xf32>
+// CHECK: %[[EMPTY:.*]] = tensor.empty
+// CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2) shared_outs(%{{.*}} = %[[EMPTY]])
+// CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK:     scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK:       vector.transfer_write %[[ZERO]], %{{.*}} : vector<8x32xf32>, tensor<1x1x1x8x32xf32>
+// CHECK:       scf.for %{{.*}} = %c0 to %c32 step %c1
+// CHECK:         vector.contract
+// CHECK-NOT: scf.for
+// CHECK: scf.forall.in_parallel
+func.func @packed_zero_one_panel(%a: tensor<4x?x32x8xf32>, %b: tensor<4x6x32x32xf32>, %m: index) -> tensor<4x?x6x8x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty(%m) : tensor<4x?x6x8x32xf32>
+  %c = linalg.fill ins(%zero : f32) outs(%e : tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32>
+  %0 = linalg.generic {indexing_maps = [#pa, #pb, #pc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel"]}
+    ins(%a, %b : tensor<4x?x32x8xf32>, tensor<4x6x32x32xf32>) outs(%c : tensor<4x?x6x8x32xf32>) {
+  ^bb0(%x: f32, %y: f32, %z: f32):
+    %mm = arith.mulf %x, %y : f32
+    %s = arith.addf %z, %mm : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x6x8x32xf32>
+  return %0 : tensor<4x?x6x8x32xf32>
+}
+
 // The same product marked as bound by reading its weights (a block of few
 // rows): the column tiles go outside the reduction panels, so that each
 // column tile's panels, contiguous in the packed weight, are read in order,
@@ -196,7 +224,8 @@ func.func @packed_amx(%a: tensor<4x?x4x8x16x2xbf16>, %b: tensor<4x6x4x16x32x2xbf
 }
 
 // On AMX tiles, an output filled with zeros keeps its fill: a tile load
-// right after the stores of a zeroed tile would wait for them.
+// right after the stores of a zeroed tile waits for them, and starting from
+// zero tiles measured slower still (bench/RESULTS.md, session 9).
 // CHECK-LABEL: func.func @packed_amx_zero
 // CHECK: linalg.fill
 // CHECK: linalg.generic {{.*}} attrs = {switchyard.amx_tile}
