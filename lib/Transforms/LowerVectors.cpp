@@ -37,6 +37,8 @@ constexpr int64_t kCacheLineBytes = 64;
 /// (switchyard-tile-matmuls).
 constexpr llvm::StringLiteral kPrefetchNextPanel =
     "switchyard.prefetch_next_panel";
+/// Marks their loops over reduction panels.
+constexpr llvm::StringLiteral kReductionPanels = "switchyard.reduction_panels";
 
 /// How far ahead (in bytes of its rows) a register tile's reduction loop
 /// prefetches its wide operand. Measured on the Soft MoE B/16 block (bound by
@@ -240,12 +242,17 @@ void prefetchNextPanel(func::FuncOp func) {
   for (scf::ForOp rows : rowLoops) {
     rows->removeAttr(kPrefetchNextPanel);
     auto columns = dyn_cast<scf::ForOp>(rows->getParentOp());
-    auto panels =
-        columns ? dyn_cast<scf::ForOp>(columns->getParentOp()) : nullptr;
-    if (!panels)
+    if (!columns)
       continue;
+    // The loop over reduction panels, marked by switchyard-tile-matmuls;
+    // none around a first panel it peeled (whose loop of one iteration was
+    // folded away): there the last column tile prefetches nothing.
+    auto panels = dyn_cast<scf::ForOp>(columns->getParentOp());
+    if (panels && !panels->hasAttr(kReductionPanels))
+      panels = nullptr;
+    Operation *scope = panels ? panels.getOperation() : columns->getParentOp();
     auto readsWeights = [&](Operation *op) {
-      SetVector<Operation *> slice = addressSlice(op, panels);
+      SetVector<Operation *> slice = addressSlice(op, scope);
       return readsValue(slice, op, columns.getInductionVar()) &&
              !readsValue(slice, op, rows.getInductionVar());
     };
@@ -276,7 +283,7 @@ void prefetchNextPanel(func::FuncOp func) {
                     arith::MulIOp::create(b, loc, row, reduction.getStep())));
         for (vector::LoadOp load : vectorLoads)
           (void)prefetchAt(b, load, load.getBase(), load.getIndices(),
-                           bytesRead(load), panels, ivs);
+                           bytesRead(load), scope, ivs);
       };
     } else {
       // AMX: the weight tiles load from one panel, [rows, pairs], whose
@@ -298,7 +305,7 @@ void prefetchNextPanel(func::FuncOp func) {
         Value zero = arith::ConstantIndexOp::create(b, load.getLoc(), 0);
         (void)prefetchAt(b, load, load.getBase(), {row, zero},
                          type.getDimSize(1) * type.getElementTypeBitWidth() / 8,
-                         panels, ivs);
+                         scope, ivs);
       };
     }
     if (steps <= 0 || (vectorLoads.empty() && tileLoads.empty()))
@@ -318,13 +325,20 @@ void prefetchNextPanel(func::FuncOp func) {
                                         nextColumn, columns.getUpperBound());
     Value column = arith::SelectOp::create(b, loc, wraps,
                                            columns.getLowerBound(), nextColumn);
-    Value panel = arith::SelectOp::create(
-        b, loc, wraps,
-        arith::AddIOp::create(b, loc, panels.getInductionVar(),
-                              panels.getStep()),
-        panels.getInductionVar());
-    Value more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, panel,
-                                       panels.getUpperBound());
+    Value panel, more;
+    if (panels) {
+      panel = arith::SelectOp::create(
+          b, loc, wraps,
+          arith::AddIOp::create(b, loc, panels.getInductionVar(),
+                                panels.getStep()),
+          panels.getInductionVar());
+      more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, panel,
+                                   panels.getUpperBound());
+    } else {
+      more = arith::XOrIOp::create(
+          b, loc, wraps,
+          arith::ConstantOp::create(b, loc, b.getBoolAttr(true)));
+    }
     // This row tile's share of the panel's rows.
     Value rowTiles = arith::CeilDivUIOp::create(
         b, loc,
@@ -346,9 +360,11 @@ void prefetchNextPanel(func::FuncOp func) {
     b.setInsertionPoint(each.getBody()->getTerminator());
     IRMapping ivs;
     ivs.map(columns.getInductionVar(), column);
-    ivs.map(panels.getInductionVar(), panel);
+    if (panels)
+      ivs.map(panels.getInductionVar(), panel);
     prefetchRow(b, each.getInductionVar(), ivs);
   }
+  func.walk([](scf::ForOp loop) { loop->removeAttr(kReductionPanels); });
 }
 
 /// Lowers the register tiles of products on AMX tiles

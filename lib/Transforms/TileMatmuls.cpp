@@ -43,6 +43,8 @@ constexpr llvm::StringLiteral kAmxTile = "switchyard.amx_tile";
 /// panel, which switchyard-lower-vectors inserts.
 constexpr llvm::StringLiteral kPrefetchNextPanel =
     "switchyard.prefetch_next_panel";
+/// Marks the loops over reduction panels around those row-tile loops.
+constexpr llvm::StringLiteral kReductionPanels = "switchyard.reduction_panels";
 /// Marks packed products whose blocks have few rows (set by the lowering).
 constexpr llvm::StringLiteral kStreamWeights = "switchyard.stream_weights";
 
@@ -531,6 +533,9 @@ struct TileMatmulsPass
             firstPanel = op;
         });
     }
+
+    if (dims.packed && !stream && !middle->loops.empty())
+      middle->loops.back()->setAttr(kReductionPanels, UnitAttr::get(ctx));
 
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.

@@ -174,13 +174,13 @@ func.func @amx(%a: memref<1x2x8x16x2xbf16>, %b: memref<1x2x16x32x2xbf16>, %c: me
   return
 }
 
-// The row tiles of a compute-bound packed product (reduction panels P,
-// column tiles N, row tiles T marked by switchyard-tile-matmuls): before
+// The row tiles of a compute-bound packed product (reduction panels P and
+// row tiles T marked by switchyard-tile-matmuls, column tiles N): before
 // its reduction loop, each row tile prefetches its share (ceil(32 / tiles)
 // steps) of the next weight panel, both 64-byte lines of each 32-column
 // row: the next column tile's panel, or past the last column tile, the
-// first one's in the next reduction panel, if there is one. The marker is
-// consumed.
+// first one's in the next reduction panel, if there is one. The markers
+// are consumed.
 // CHECK-LABEL: func.func @next_panel
 // CHECK: scf.for %[[P:.+]] = %[[C0:.+]] to %[[C64:.+]] step %[[C32:.+]] {
 // CHECK:   scf.for %[[N:.+]] = %{{.+}} to %[[C2:.+]] step %[[C1:.+]] {
@@ -204,6 +204,7 @@ func.func @amx(%a: memref<1x2x8x16x2xbf16>, %b: memref<1x2x16x32x2xbf16>, %c: me
 // CHECK-NEXT:  }
 // CHECK-NEXT:  scf.for
 // CHECK-NOT: switchyard.prefetch_next_panel
+// CHECK-NOT: switchyard.reduction_panels
 func.func @next_panel(%a: memref<?x64x2xf32>, %b: memref<2x64x32xf32>, %c: memref<?x2x2x32xf32>, %tiles: index) {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
@@ -234,7 +235,7 @@ func.func @next_panel(%a: memref<?x64x2xf32>, %b: memref<2x64x32xf32>, %c: memre
         vector.store %s1, %c[%t, %n, %c1, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
       } {switchyard.prefetch_next_panel}
     }
-  }
+  } {switchyard.reduction_panels}
   return
 }
 
@@ -283,6 +284,50 @@ func.func @amx_next_panel(%a: memref<?x4x8x16x2xbf16>, %b: memref<2x4x16x32x2xbf
         }
       } {switchyard.prefetch_next_panel}
     }
+  } {switchyard.reduction_panels}
+  return
+}
+
+// Without a marked loop over panels around the column tiles (a first panel
+// that switchyard-tile-matmuls peeled), a row tile prefetches its share of
+// the next column tile's panel, and the last column tile nothing.
+// CHECK-LABEL: func.func @next_column_panel
+// CHECK: scf.for %[[N:.+]] = %{{.+}} to %[[C2:.+]] step %[[C1:.+]] {
+// CHECK:   scf.for %[[T:.+]] = %{{.+}} to %{{.+}} step %{{.+}} {
+// CHECK:     %[[NEXT:.+]] = arith.addi %[[N]], %[[C1]] : index
+// CHECK:     %[[WRAPS:.+]] = arith.cmpi sge, %[[NEXT]], %[[C2]] : index
+// CHECK:     %[[COL:.+]] = arith.select %[[WRAPS]], %{{.+}}, %[[NEXT]] : index
+// CHECK:     %[[MORE:.+]] = arith.xori %[[WRAPS]], %{{.+}} : i1
+// CHECK:     scf.if %[[MORE]] {
+// CHECK:       scf.for
+// CHECK:         memref.prefetch %{{.+}}[%[[COL]], %{{.+}}, %{{.+}}], read, locality<3>, data : memref<2x32x32xf32>
+// CHECK:         memref.prefetch %{{.+}}[%[[COL]], %{{.+}}, %{{.+}}], read, locality<3>, data : memref<2x32x32xf32>
+func.func @next_column_panel(%a: memref<?x32x2xf32>, %b: memref<2x32x32xf32>, %c: memref<?x2x2x32xf32>, %tiles: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c2 = arith.constant 2 : index
+  %c32 = arith.constant 32 : index
+  scf.for %n = %c0 to %c2 step %c1 {
+    scf.for %t = %c0 to %tiles step %c1 {
+      %r0 = vector.load %c[%t, %n, %c0, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+      %r1 = vector.load %c[%t, %n, %c1, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+      %zero = arith.constant dense<0.0> : vector<2x32xf32>
+      %i0 = vector.insert %r0, %zero [0] : vector<32xf32> into vector<2x32xf32>
+      %init = vector.insert %r1, %i0 [1] : vector<32xf32> into vector<2x32xf32>
+      %r = scf.for %k = %c0 to %c32 step %c1 iter_args(%acc = %init) -> (vector<2x32xf32>) {
+        %row = vector.load %b[%n, %k, %c0] : memref<2x32x32xf32>, vector<32xf32>
+        %col = vector.load %a[%t, %k, %c0] : memref<?x32x2xf32>, vector<2xf32>
+        %x = vector.extract %col[0] : f32 from vector<2xf32>
+        %xb = vector.broadcast %x : f32 to vector<2x32xf32>
+        %wb = vector.broadcast %row : vector<32xf32> to vector<2x32xf32>
+        %f = vector.fma %xb, %wb, %acc : vector<2x32xf32>
+        scf.yield %f : vector<2x32xf32>
+      }
+      %s0 = vector.extract %r[0] : vector<32xf32> from vector<2x32xf32>
+      %s1 = vector.extract %r[1] : vector<32xf32> from vector<2x32xf32>
+      vector.store %s0, %c[%t, %n, %c0, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+      vector.store %s1, %c[%t, %n, %c1, %c0] : memref<?x2x2x32xf32>, vector<32xf32>
+    } {switchyard.prefetch_next_panel}
   }
   return
 }

@@ -61,6 +61,7 @@ func.func @experts(%a: tensor<4x?x32xf32>, %b: tensor<4x32x64xf32>, %c: tensor<4
 // CHECK:           vector.contract {{.*}} %[[A]] : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
 // CHECK-NOT:     linalg.generic
 // CHECK:       } {switchyard.prefetch_next_panel}
+// CHECK:     } {switchyard.reduction_panels}
 #pa = affine_map<(e, mt, nt, k, i, j) -> (e, mt, k, i)>
 #pb = affine_map<(e, mt, nt, k, i, j) -> (e, nt, k, j)>
 #pc = affine_map<(e, mt, nt, k, i, j) -> (e, mt, nt, i, j)>

@@ -68,7 +68,8 @@ def SwitchyardTileMatmuls
     version of a row block with at most 32 rows, which is bound by reading
     the weights) puts its column tiles outside the reduction panels, so that
     the weights are read in memory order. Otherwise the loop over a
-    block's row tiles is marked `switchyard.prefetch_next_panel`, for
+    block's row tiles is marked `switchyard.prefetch_next_panel`, and the
+    loop over its reduction panels `switchyard.reduction_panels`, for
     `switchyard-lower-vectors` to prefetch the next weight panel from.
     When a packed product's output is a fill of +0.0 (the expert MLPs'
     sums), the fill goes: the first reduction panel is peeled, and its
@@ -249,7 +250,10 @@ def SwitchyardLowerVectors
     reduction panels, column tiles, row tiles), each row tile prefetches
     its share (the panel's rows divided among the row tiles) of the next
     weight panel: the next column tile's, or past the last column tile, the
-    first one's in the next reduction panel. A weight panel is what a
+    first one's in the next reduction panel (when the loop around the
+    column tiles is one over panels, marked `switchyard.reduction_panels`;
+    a first panel that `switchyard-tile-matmuls` peeled has none, and its
+    last column tile prefetches nothing). A weight panel is what a
     register tile reads that depends on the column tile but not the row
     tile: the wide loads of its reduction loop, or the weight tiles of an
     AMX register tile. The panel stays in the L1 cache while every row
