@@ -6,6 +6,8 @@
 
 #include "switchyard/Transforms/Passes.h"
 
+#include "Tiling.h"
+
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Conversion/VectorToSCF/VectorToSCF.h"
 #include "mlir/Dialect/AMX/AMXDialect.h"
@@ -28,17 +30,14 @@ namespace switchyard {
 } // namespace switchyard
 
 using namespace mlir;
+using switchyard::kAmxTile;
+using switchyard::kPrefetchNextPanel;
+using switchyard::kReductionPanels;
 
 namespace {
 
 /// The cache line of the x86 and Arm cores we target.
 constexpr int64_t kCacheLineBytes = 64;
-/// Marks the row-tile loops of compute-bound packed products
-/// (switchyard-tile-matmuls).
-constexpr llvm::StringLiteral kPrefetchNextPanel =
-    "switchyard.prefetch_next_panel";
-/// Marks their loops over reduction panels.
-constexpr llvm::StringLiteral kReductionPanels = "switchyard.reduction_panels";
 
 /// How far ahead (in bytes of its rows) a register tile's reduction loop
 /// prefetches its wide operand. Measured on the Soft MoE B/16 block (bound by
@@ -335,9 +334,8 @@ void prefetchNextPanel(func::FuncOp func) {
       more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, panel,
                                    panels.getUpperBound());
     } else {
-      more = arith::XOrIOp::create(
-          b, loc, wraps,
-          arith::ConstantOp::create(b, loc, b.getBoolAttr(true)));
+      more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
+                                   nextColumn, columns.getUpperBound());
     }
     // This row tile's share of the panel's rows.
     Value rowTiles = arith::CeilDivUIOp::create(
@@ -378,7 +376,7 @@ void prefetchNextPanel(func::FuncOp func) {
 LogicalResult lowerAmxTiles(func::FuncOp func) {
   SmallVector<linalg::GenericOp> tiles;
   func.walk([&](linalg::GenericOp op) {
-    if (op->hasAttr("switchyard.amx_tile"))
+    if (op->hasAttr(kAmxTile))
       tiles.push_back(op);
   });
   for (linalg::GenericOp op : tiles) {

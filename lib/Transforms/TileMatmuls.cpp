@@ -28,6 +28,9 @@ namespace switchyard {
 } // namespace switchyard
 
 using namespace mlir;
+using switchyard::kAmxTile;
+using switchyard::kPrefetchNextPanel;
+using switchyard::kReductionPanels;
 
 namespace {
 
@@ -36,15 +39,6 @@ constexpr llvm::StringLiteral kRegisterTile = "switchyard.register_tile";
 /// Marks the register tiles of products in pairs, vectorized by
 /// vectorizePairTile.
 constexpr llvm::StringLiteral kPairTile = "switchyard.pair_tile";
-/// Marks the register tiles of products on AMX tiles, left as they are for
-/// switchyard-lower-vectors.
-constexpr llvm::StringLiteral kAmxTile = "switchyard.amx_tile";
-/// Marks the row-tile loops whose register tiles prefetch the next weight
-/// panel, which switchyard-lower-vectors inserts.
-constexpr llvm::StringLiteral kPrefetchNextPanel =
-    "switchyard.prefetch_next_panel";
-/// Marks the loops over reduction panels around those row-tile loops.
-constexpr llvm::StringLiteral kReductionPanels = "switchyard.reduction_panels";
 /// Marks packed products whose blocks have few rows (set by the lowering).
 constexpr llvm::StringLiteral kStreamWeights = "switchyard.stream_weights";
 

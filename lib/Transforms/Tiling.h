@@ -12,6 +12,18 @@
 
 namespace switchyard {
 
+// Markers switchyard-tile-matmuls leaves for switchyard-lower-vectors.
+
+/// The register tiles of products on AMX tiles, left as linalg.generic ops
+/// and lowered to AMX tile operations after bufferization.
+constexpr llvm::StringLiteral kAmxTile = "switchyard.amx_tile";
+/// The row-tile loops of compute-bound packed products, whose register tiles
+/// prefetch the next weight panel.
+constexpr llvm::StringLiteral kPrefetchNextPanel =
+    "switchyard.prefetch_next_panel";
+/// The loops over reduction panels around those row-tile loops.
+constexpr llvm::StringLiteral kReductionPanels = "switchyard.reduction_panels";
+
 /// Tiles `target` (a TilingInterface op) with `options` and replaces it;
 /// returns the tiled op and its loops, or emits "cannot tile <what>".
 inline mlir::FailureOr<mlir::scf::SCFTilingResult>

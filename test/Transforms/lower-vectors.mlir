@@ -297,7 +297,7 @@ func.func @amx_next_panel(%a: memref<?x4x8x16x2xbf16>, %b: memref<2x4x16x32x2xbf
 // CHECK:     %[[NEXT:.+]] = arith.addi %[[N]], %[[C1]] : index
 // CHECK:     %[[WRAPS:.+]] = arith.cmpi sge, %[[NEXT]], %[[C2]] : index
 // CHECK:     %[[COL:.+]] = arith.select %[[WRAPS]], %{{.+}}, %[[NEXT]] : index
-// CHECK:     %[[MORE:.+]] = arith.xori %[[WRAPS]], %{{.+}} : i1
+// CHECK:     %[[MORE:.+]] = arith.cmpi slt, %[[NEXT]], %[[C2]] : index
 // CHECK:     scf.if %[[MORE]] {
 // CHECK:       scf.for
 // CHECK:         memref.prefetch %{{.+}}[%[[COL]], %{{.+}}, %{{.+}}], read, locality<3>, data : memref<2x32x32xf32>
