@@ -21,7 +21,7 @@ all: build
 deps:
 	@PYTHON=$(PYTHON) scripts/install-deps.sh
 
-$(BUILD_DIR)/build.ninja:
+$(BUILD_DIR)/build.ninja: | deps
 	cmake -G Ninja -S . -B $(BUILD_DIR) \
 	  -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
