@@ -493,54 +493,60 @@ struct ExpertChoiceDispatchLowering
 };
 
 /// The expert-choice combine of SEMANTICS.md over expert outputs
-/// `out [E, NG, C, D]`: a scatter-add of every taken slot into its token's
-/// row, in f32; then a NaN row for tokens with non-finite router
-/// probabilities.
+/// `out [E, NG, C, D]`: each token's row is the f32 sum, in expert order, of
+/// gate * output over the slots it took; then a NaN row for tokens with
+/// non-finite router probabilities.
+///
+/// It runs token-major: a scatter of the NG * E * C slots' indices into
+/// `slotOf [NG, G, E]` (the slot of expert e that token t took, or -1), then
+/// one all-parallel generic over the output whose body visits the E experts
+/// in order. Each output row is written once, by one thread, a vector at a
+/// time; a slot-major scatter-add would read and write it once per slot,
+/// serially. The sums are the same: each starts from +0.0 and adds the
+/// token's slots in expert order.
 Value buildExpertChoiceCombine(OpBuilder &b, Location loc, Value out,
                                Value tokens, Value gates, Value probs) {
   Type f32 = b.getF32Type();
+  Type i64 = b.getI64Type();
   Value c0 = indexConst(b, loc, 0);
-  Value width = dimOf(b, loc, out, 3);
-  Value acc = zeroTensor(b, loc,
-                         {tensor::getMixedSize(b, loc, probs, 0),
-                          tensor::getMixedSize(b, loc, probs, 1),
-                          tensor::getMixedSize(b, loc, out, 3)},
-                         f32);
-  acc = forEachAssignment(
-      b, loc, tokens, acc,
+  int64_t numExperts = cast<ShapedType>(out.getType()).getDimSize(0);
+  assert(!ShapedType::isDynamic(numExperts) && "experts are a static count");
+  Value slotOf = filledTensor(b, loc,
+                              {tensor::getMixedSize(b, loc, probs, 0),
+                               tensor::getMixedSize(b, loc, probs, 1),
+                               b.getIndexAttr(numExperts)},
+                              i64, i64Const(b, loc, -1));
+  slotOf = forEachAssignment(
+      b, loc, tokens, slotOf,
       [&](OpBuilder &b, Location loc, Value g, Value e, Value c,
           ValueRange acc) {
         Value token = extract(b, loc, tokens, ValueRange{g, e, c});
         Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
                                             token, i64Const(b, loc, 0));
-        return buildIf(
-            b, loc, valid,
-            [&](OpBuilder &b, Location loc) {
-              Value t = convertScalar(b, loc, token, b.getIndexType());
-              Value gate = extract(b, loc, gates, ValueRange{g, e, c});
-              return buildLoop(
-                  b, loc, c0, width, acc,
-                  [&](OpBuilder &b, Location loc, Value d, ValueRange row) {
-                    Value v = convertScalar(
-                        b, loc, extract(b, loc, out, ValueRange{e, g, c, d}),
-                        f32);
-                    Value sum = arith::AddFOp::create(
-                        b, loc, extract(b, loc, row[0], ValueRange{g, t, d}),
-                        arith::MulFOp::create(b, loc, gate, v));
-                    return SmallVector<Value>{
-                        insert(b, loc, sum, row[0], ValueRange{g, t, d})};
-                  });
-            },
-            [&](OpBuilder &, Location) {
-              return SmallVector<Value>(acc.begin(), acc.end());
-            });
+        Value t = indexOr(b, loc, valid, token, c0);
+        return SmallVector<Value>{insertIf(b, loc, valid,
+                                           convertScalar(b, loc, c, i64),
+                                           acc[0], ValueRange{g, t, e})};
       })[0];
   return buildTokenOutput(
       b, loc, probs, out, 3, elementType(out),
       [&](OpBuilder &b, Location loc, Value g, Value t, Value d) {
+        Value acc = floatConst(b, loc, f32, 0.0);
+        for (int64_t i = 0; i < numExperts; ++i) {
+          Value e = indexConst(b, loc, i);
+          Value slot = extract(b, loc, slotOf, ValueRange{g, t, e});
+          Value taken = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                              slot, i64Const(b, loc, 0));
+          Value c = indexOr(b, loc, taken, slot, c0);
+          Value gate = extract(b, loc, gates, ValueRange{g, e, c});
+          Value v = convertScalar(
+              b, loc, extract(b, loc, out, ValueRange{e, g, c, d}), f32);
+          Value sum = arith::AddFOp::create(
+              b, loc, acc, arith::MulFOp::create(b, loc, gate, v));
+          acc = arith::SelectOp::create(b, loc, taken, sum, acc);
+        }
         Value p = extract(b, loc, probs, ValueRange{g, t, c0});
-        Value v = extract(b, loc, acc, ValueRange{g, t, d});
-        return arith::SelectOp::create(b, loc, isNaN(b, loc, p), p, v)
+        return arith::SelectOp::create(b, loc, isNaN(b, loc, p), p, acc)
             .getResult();
       });
 }
