@@ -33,6 +33,7 @@ using namespace mlir;
 using switchyard::kAmxTile;
 using switchyard::kPrefetchNextPanel;
 using switchyard::kReductionPanels;
+using switchyard::kStreamedWeights;
 
 namespace {
 
@@ -40,17 +41,36 @@ namespace {
 constexpr int64_t kCacheLineBytes = 64;
 
 /// How far ahead (in bytes of its rows) a register tile's reduction loop
-/// prefetches its wide operand. Measured on the Soft MoE B/16 block (bound by
-/// reading its weights), B=8, 32-column rows: bf16 (64-byte rows): none 136
-/// ms, 4 rows ahead 118, 8 rows 110, 16 rows 102, 32 rows 95, 64 rows 98;
-/// f32 (128-byte rows): none 165-171 ms, 4 rows 168, 8 rows 155-160, 16 rows
-/// 168-172, 32 rows 165. Those were on an Intel Xeon; on an AMD EPYC (Zen 5)
-/// bf16 measured none 80-83 ms, 16 rows 66-69, 32 rows 58-63, 64 rows 51-59,
-/// 128 rows 49-56, and f32 showed no trend between 8 and 64 rows (74-96 ms,
-/// within its noise). 64 rows ahead in bf16 costs the Xeon 3% and gains the
-/// EPYC 10%.
+/// prefetches its wide operand, the first cache line of each row. Measured on
+/// the Soft MoE B/16 block (bound by reading its weights), B=8, 32-column
+/// rows: bf16 (64-byte rows): none 136 ms, 4 rows ahead 118, 8 rows 110, 16
+/// rows 102, 32 rows 95, 64 rows 98; f32 (128-byte rows): none 165-171 ms, 4
+/// rows 168, 8 rows 155-160, 16 rows 168-172, 32 rows 165. Those were on an
+/// Intel Xeon; on an AMD EPYC (Zen 5) bf16 measured none 80-83 ms, 16 rows
+/// 66-69, 32 rows 58-63, 64 rows 51-59, 128 rows 49-56, and f32 showed no
+/// trend between 8 and 64 rows (74-96 ms, within its noise). 64 rows ahead in
+/// bf16 costs the Xeon 3% and gains the EPYC 10%.
 int64_t prefetchBytes(Type elementType) {
   return elementType.getIntOrFloatBitWidth() >= 32 ? 1024 : 4096;
+}
+
+/// How far ahead the register tiles of streamed products (marked
+/// kStreamedWeights: blocks of few rows, bound by reading their weights)
+/// prefetch, every cache line of each row. Measured on an Intel Xeon (2
+/// threads, 8 rows, f32 weights packed [N/32, K, 32]; bench/kernels/
+/// stream_prefetch.c): first lines 1 KiB ahead 11.7-13.4 GB/s, every line
+/// 1 KiB ahead 12.6-14.6, 4 KiB ahead 15.9-16.4, 8 KiB ahead 16.3-17.6, with
+/// the machine's plain read at 17.0. In compute-bound products the same
+/// distance was slower (top-2 and expert choice), so they keep
+/// prefetchBytes.
+constexpr int64_t kStreamedPrefetchBytes = 4096;
+
+/// Whether `loop` is inside a streamed product's loops.
+bool isStreamed(scf::ForOp loop) {
+  for (Operation *op = loop; op; op = op->getParentOp())
+    if (op->hasAttr(kStreamedWeights))
+      return true;
+  return false;
 }
 
 /// The innermost loops that feed FMAs (or bf16 dot products): the
@@ -158,24 +178,28 @@ void prefetchWideLoads(func::FuncOp func) {
       continue;
     OpBuilder b(loop.getBody(), loop.getBody()->begin());
     Location loc = loop.getLoc();
+    bool streamed = isStreamed(loop);
     for (vector::LoadOp load : loads) {
       int64_t rowBytes = bytesRead(load);
+      int64_t distance =
+          streamed ? kStreamedPrefetchBytes
+                   : prefetchBytes(load.getVectorType().getElementType());
       b.setInsertionPointToStart(loop.getBody());
       Value ahead = arith::AddIOp::create(
           b, loc, loop.getInductionVar(),
           arith::MulIOp::create(
               b, loc, loop.getStep(),
               arith::ConstantIndexOp::create(
-                  b, loc,
-                  std::max<int64_t>(
-                      1, prefetchBytes(load.getVectorType().getElementType()) /
-                             rowBytes))));
-      // The first line of each row only: the hardware's adjacent-line
-      // prefetch brings the second line of an f32 row. Prefetching it as
-      // well measured no faster (Soft MoE B/16 68.5 against 71.0 ms, expert
-      // choice 105.6 against 105.9 ms, on the Zen 5).
+                  b, loc, std::max<int64_t>(1, distance / rowBytes))));
+      // In compute-bound products, the first line of each row only: the
+      // hardware's adjacent-line prefetch brings the second line of an f32
+      // row. Prefetching it as well measured no faster there (Soft MoE B/16
+      // 68.5 against 71.0 ms, expert choice 105.6 against 105.9 ms, on the
+      // Zen 5). Streamed products prefetch every line (see
+      // kStreamedPrefetchBytes).
       b.setInsertionPoint(load);
-      (void)prefetchInIteration(b, load, loop, ahead, /*firstLineOnly=*/true);
+      (void)prefetchInIteration(b, load, loop, ahead,
+                                /*firstLineOnly=*/!streamed);
     }
   }
 }
@@ -592,6 +616,7 @@ struct LowerVectorsPass
     prefetchWideLoads(func);
     prefetchNextAccumulators(func);
     prefetchNextPanel(func);
+    func.walk([](Operation *op) { op->removeAttr(kStreamedWeights); });
   }
 };
 

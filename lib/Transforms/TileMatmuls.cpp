@@ -31,6 +31,7 @@ using namespace mlir;
 using switchyard::kAmxTile;
 using switchyard::kPrefetchNextPanel;
 using switchyard::kReductionPanels;
+using switchyard::kStreamedWeights;
 
 namespace {
 
@@ -530,6 +531,11 @@ struct TileMatmulsPass
 
     if (dims.packed && !stream && !middle->loops.empty())
       middle->loops.back()->setAttr(kReductionPanels, UnitAttr::get(ctx));
+    // Every loop of a streamed product, so that its register tiles, inside
+    // any of them, know to prefetch their weights further ahead.
+    if (stream)
+      for (LoopLikeOpInterface loop : middle->loops)
+        loop->setAttr(kStreamedWeights, UnitAttr::get(ctx));
 
     // Register tiles, columns outside rows (so the panel is reused), the
     // reduction innermost, one step at a time.

@@ -23,6 +23,9 @@ constexpr llvm::StringLiteral kPrefetchNextPanel =
     "switchyard.prefetch_next_panel";
 /// The loops over reduction panels around those row-tile loops.
 constexpr llvm::StringLiteral kReductionPanels = "switchyard.reduction_panels";
+/// The loops of packed products bound by reading their weights (blocks of
+/// few rows), whose register tiles prefetch their weights further ahead.
+constexpr llvm::StringLiteral kStreamedWeights = "switchyard.streamed_weights";
 
 /// Tiles `target` (a TilingInterface op) with `options` and replaces it;
 /// returns the tiled op and its loops, or emits "cannot tile <what>".

@@ -61,6 +61,62 @@ func.func @prefetch(%a: memref<256x8xf32>, %b: memref<256x32xbf16>, %acc: vector
   return %r : vector<8x32xf32>
 }
 
+// Inside a streamed product's loops (switchyard.streamed_weights: a block
+// of few rows, bound by reading its weights), an f32 register tile
+// prefetches every 64-byte line of its weight row 4 KiB (32 rows of 32 f32)
+// ahead, where a compute-bound one prefetches the first line 1 KiB ahead;
+// the marker is gone afterwards.
+// CHECK-LABEL: func.func @prefetch_streamed
+// CHECK: scf.for
+// CHECK:   scf.for %[[K:.+]] = %{{.+}} to %{{.+}} step %[[STEP:.+]] iter_args
+// CHECK:     %[[C32:.+]] = arith.constant 32 : index
+// CHECK:     %[[D:.+]] = arith.muli %[[STEP]], %[[C32]] : index
+// CHECK:     %[[AHEAD:.+]] = arith.addi %[[K]], %[[D]] : index
+// CHECK:     memref.prefetch %[[B:.+]][%[[AHEAD]], %[[C0:.+]]], read, locality<3>, data : memref<256x32xf32>
+// CHECK:     memref.prefetch %[[B]][%[[AHEAD]], %{{.+}}], read, locality<3>, data : memref<256x32xf32>
+// CHECK-NOT: memref.prefetch
+// CHECK: vector.fma
+// CHECK-NOT: switchyard.streamed_weights
+// CHECK-LABEL: func.func @prefetch_compute_bound
+// CHECK:     %[[C8:.+]] = arith.constant 8 : index
+// CHECK:     memref.prefetch %{{.+}} : memref<256x32xf32>
+// CHECK-NOT: memref.prefetch
+// CHECK: vector.fma
+func.func @prefetch_streamed(%a: memref<256x8xf32>, %b: memref<256x32xf32>, %acc: vector<8x32xf32>) -> vector<8x32xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c256 = arith.constant 256 : index
+  %o = scf.for %i = %c0 to %c1 step %c1 iter_args(%s = %acc) -> (vector<8x32xf32>) {
+    %r = scf.for %k = %c0 to %c256 step %c1 iter_args(%c = %s) -> (vector<8x32xf32>) {
+      %w = vector.load %b[%k, %c0] : memref<256x32xf32>, vector<32xf32>
+      %col = vector.load %a[%k, %c0] : memref<256x8xf32>, vector<8xf32>
+      %x = vector.extract %col[0] : f32 from vector<8xf32>
+      %xb = vector.broadcast %x : f32 to vector<8x32xf32>
+      %wb = vector.broadcast %w : vector<32xf32> to vector<8x32xf32>
+      %n = vector.fma %xb, %wb, %c : vector<8x32xf32>
+      scf.yield %n : vector<8x32xf32>
+    }
+    scf.yield %r : vector<8x32xf32>
+  } {switchyard.streamed_weights}
+  return %o : vector<8x32xf32>
+}
+
+func.func @prefetch_compute_bound(%a: memref<256x8xf32>, %b: memref<256x32xf32>, %acc: vector<8x32xf32>) -> vector<8x32xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c256 = arith.constant 256 : index
+  %r = scf.for %k = %c0 to %c256 step %c1 iter_args(%c = %acc) -> (vector<8x32xf32>) {
+    %w = vector.load %b[%k, %c0] : memref<256x32xf32>, vector<32xf32>
+    %col = vector.load %a[%k, %c0] : memref<256x8xf32>, vector<8xf32>
+    %x = vector.extract %col[0] : f32 from vector<8xf32>
+    %xb = vector.broadcast %x : f32 to vector<8x32xf32>
+    %wb = vector.broadcast %w : vector<32xf32> to vector<8x32xf32>
+    %n = vector.fma %xb, %wb, %c : vector<8x32xf32>
+    scf.yield %n : vector<8x32xf32>
+  }
+  return %r : vector<8x32xf32>
+}
+
 // A loop over register tiles: while one tile runs its reduction, the next
 // tile's accumulator rows are prefetched, every 64-byte line of them, when
 // there is a next tile.

@@ -143,7 +143,8 @@ func.func @packed_zero_one_panel(%a: tensor<4x?x32x8xf32>, %b: tensor<4x6x32x32x
 // The same product marked as bound by reading its weights (a block of few
 // rows): the column tiles go outside the reduction panels, so that each
 // column tile's panels, contiguous in the packed weight, are read in order,
-// and its row tiles do not prefetch a next panel.
+// and its row tiles do not prefetch a next panel. The column-tile and panel
+// loops are marked as a streamed product's, for switchyard-lower-vectors.
 // CHECK-LABEL: func.func @packed_stream
 // CHECK: scf.forall ({{.*}}) = (0, 0) to (4, 6) step (1, 2)
 // CHECK:   scf.for %{{.*}} = %c0 to %c2 step %c1
@@ -151,6 +152,9 @@ func.func @packed_zero_one_panel(%a: tensor<4x?x32x8xf32>, %b: tensor<4x6x32x32x
 // CHECK:       scf.for %{{.*}} = %c0 to %{{.*}} step %c1
 // CHECK:         scf.for %{{.*}} = %c0 to %c32 step %c1
 // CHECK:           vector.contract {{.*}} : vector<1x8x32xf32>, vector<1x8x32xf32> into vector<8x32xf32>
+// CHECK-NOT: switchyard.prefetch_next_panel
+// CHECK:     } {switchyard.streamed_weights}
+// CHECK:   } {switchyard.streamed_weights}
 // CHECK-NOT: switchyard.prefetch_next_panel
 func.func @packed_stream(%a: tensor<4x?x64x8xf32>, %b: tensor<4x6x64x32xf32>, %c: tensor<4x?x6x8x32xf32>) -> tensor<4x?x6x8x32xf32> {
   %0 = linalg.generic {indexing_maps = [#pa, #pb, #pc], iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel", "parallel"], switchyard.stream_weights}

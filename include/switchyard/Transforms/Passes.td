@@ -67,7 +67,9 @@ def SwitchyardTileMatmuls
     packed product marked `switchyard.stream_weights` (the lowering marks the
     version of a row block with at most 32 rows, which is bound by reading
     the weights) puts its column tiles outside the reduction panels, so that
-    the weights are read in memory order. Otherwise the loop over a
+    the weights are read in memory order, and marks its column-tile and
+    panel loops `switchyard.streamed_weights` for
+    `switchyard-lower-vectors`. Otherwise the loop over a
     block's row tiles is marked `switchyard.prefetch_next_panel`, and the
     loop over its reduction panels `switchyard.reduction_panels`, for
     `switchyard-lower-vectors` to prefetch the next weight panel from.
@@ -237,6 +239,13 @@ def SwitchyardLowerVectors
     Packed weights are read in order, so this is the data the loop needs
     next. Measured on the Soft MoE B/16 block at B=8, which is bound by
     reading its weights: bf16 136 to 95 ms, f32 about 168 to 158 ms.
+    Inside a streamed product's loops (`switchyard.streamed_weights`), an
+    f32 tile prefetches every line of its rows 4 KiB ahead instead: Soft
+    MoE B/16 at B=8, executables in turn on an Intel Xeon, 186 to 153 ms
+    (medians of 6 rounds; `bench/kernels/stream_prefetch.c` measures the
+    same kernel at 11.7-13.4 GB/s before and 15.9-16.4 after, against a
+    plain read at 17.0). Compute-bound products keep 1 KiB and the first
+    line: the deeper prefetch was slower on top-2 and expert choice.
 
     And in each loop over register tiles, before a tile's reduction loop,
     it prefetches the accumulator rows the next tile will load (when there
