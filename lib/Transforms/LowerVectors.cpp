@@ -65,9 +65,9 @@ int64_t prefetchBytes(Type elementType) {
 /// prefetchBytes.
 constexpr int64_t kStreamedPrefetchBytes = 4096;
 
-/// Whether `loop` is inside a streamed product's loops.
-bool isStreamed(scf::ForOp loop) {
-  for (Operation *op = loop; op; op = op->getParentOp())
+/// Whether `inner` is inside a streamed product's loops.
+bool isStreamed(Operation *inner) {
+  for (Operation *op = inner; op; op = op->getParentOp())
     if (op->hasAttr(kStreamedWeights))
       return true;
   return false;
@@ -439,7 +439,25 @@ LogicalResult lowerAmxTiles(func::FuncOp func) {
                                          ValueRange{index(0), index(0)});
     Value right = amx::TileLoadOp::create(b, loc, sumsTile, sums2,
                                           ValueRange{index(0), index(16)});
+    // A streamed product's weights are read in memory order, panel after
+    // panel of a column tile, and its few rows leave the hardware
+    // prefetchers behind: each block prefetches every line of the weight
+    // rows kStreamedPrefetchBytes ahead. Past the tile's last block that is
+    // the next panel, or the next column tile's first, which follow it in
+    // memory as in time (the addresses are computed as in the view, beyond
+    // its extent; a prefetch does not fault).
+    bool streamed = isStreamed(op);
+    int64_t rowBytes = 64 * 2;
+    int64_t aheadRows = kStreamedPrefetchBytes / rowBytes;
     for (int64_t block = 0; block < blocks; ++block) {
+      if (streamed)
+        for (int64_t row = 0; row < 16; ++row)
+          for (int64_t line = 0; line < rowBytes / kCacheLineBytes; ++line)
+            memref::PrefetchOp::create(
+                b, loc, weights2,
+                ValueRange{index(block * 16 + aheadRows + row),
+                           index(line * kCacheLineBytes / 2)},
+                /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
       Value a = amx::TileLoadOp::create(b, loc, rowsTile, rows2,
                                         ValueRange{index(block * 8), index(0)});
       Value w0 = amx::TileLoadOp::create(

@@ -230,6 +230,41 @@ func.func @amx(%a: memref<1x2x8x16x2xbf16>, %b: memref<1x2x16x32x2xbf16>, %c: me
   return
 }
 
+// The same tile inside a streamed product's loops: before each block's
+// tile loads, every 64-byte line of its 16 weight rows (128 bytes each)
+// 4 KiB ahead, 32 rows on, is prefetched: past the tile's two blocks, the
+// rows that follow them in memory.
+// CHECK-LABEL: func.func @amx_streamed
+// CHECK: %[[W:.*]] = memref.collapse_shape %{{.*}} {{\[}}[0, 1, 2], [3, 4]] : memref<1x2x16x32x2xbf16> into memref<32x64xbf16>
+// CHECK: scf.for
+// CHECK: memref.prefetch %[[W]][%c32, %c0], read, locality<3>, data : memref<32x64xbf16>
+// CHECK: memref.prefetch %[[W]][%c32, %c32], read, locality<3>, data : memref<32x64xbf16>
+// CHECK-COUNT-30: memref.prefetch %[[W]]
+// CHECK-NOT: memref.prefetch
+// CHECK: amx.tile_load {{.*}} into !amx.tile<8x32xbf16>
+// CHECK-COUNT-2: amx.tile_mulf
+// CHECK: memref.prefetch %[[W]][%c48, %c0]
+// CHECK-COUNT-31: memref.prefetch %[[W]]
+// CHECK-NOT: memref.prefetch
+// CHECK-COUNT-2: amx.tile_mulf
+// CHECK-NOT: switchyard.streamed_weights
+func.func @amx_streamed(%a: memref<1x2x8x16x2xbf16>, %b: memref<1x2x16x32x2xbf16>, %c: memref<1x1x8x32xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %i = %c0 to %c1 step %c1 {
+    linalg.generic {indexing_maps = [#xa, #xb, #xc], iterator_types = ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction", "reduction"]}
+      ins(%a, %b : memref<1x2x8x16x2xbf16>, memref<1x2x16x32x2xbf16>) outs(%c : memref<1x1x8x32xf32>) attrs = {switchyard.amx_tile} {
+    ^bb0(%x: bf16, %y: bf16, %z: f32):
+      %xf = arith.extf %x : bf16 to f32
+      %yf = arith.extf %y : bf16 to f32
+      %m = arith.mulf %xf, %yf : f32
+      %s = arith.addf %z, %m : f32
+      linalg.yield %s : f32
+    }
+  } {switchyard.streamed_weights}
+  return
+}
+
 // The row tiles of a compute-bound packed product (reduction panels P and
 // row tiles T marked by switchyard-tile-matmuls, column tiles N): before
 // its reduction loop, each row tile prefetches its share (ceil(32 / tiles)
