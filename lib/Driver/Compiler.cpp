@@ -83,24 +83,30 @@ OwningOpRef<ModuleOp> switchyard::loadModel(llvm::SourceMgr &sourceMgr,
   return module;
 }
 
+LogicalResult switchyard::checkCompileOptions(const CompileOptions &options,
+                                              Location loc) {
+  // The code runs on the host (createHostTargetMachine).
+  if (options.bf16DotProducts && !hostHasBF16DotProducts())
+    return emitError(loc, "bf16 dot products need a host with avx512bf16");
+  bool amx = usesBF16Amx(options);
+  if (options.bf16DotProducts && amx)
+    return emitError(loc,
+                     "bf16 products take one path: dot products or AMX tiles, "
+                     "not both");
+  if (amx && !hostHasBF16Amx())
+    return emitError(
+        loc, "bf16 AMX products need a host with amx-tile and amx-bf16");
+  return success();
+}
+
 LogicalResult switchyard::lowerToStage(
     ModuleOp module, const CompileOptions &options,
     llvm::function_ref<LogicalResult(PassManager &)> configure) {
   if (options.stage == Stage::Layer)
     return success();
-  // The code runs on the host (createHostTargetMachine).
-  if (options.bf16DotProducts && !hostHasBF16DotProducts())
-    return emitError(module.getLoc(),
-                     "bf16 dot products need a host with avx512bf16");
+  if (failed(checkCompileOptions(options, module.getLoc())))
+    return failure();
   bool amx = usesBF16Amx(options);
-  if (options.bf16DotProducts && amx)
-    return emitError(module.getLoc(),
-                     "bf16 products take one path: dot products or AMX tiles, "
-                     "not both");
-  if (amx && !hostHasBF16Amx())
-    return emitError(
-        module.getLoc(),
-        "bf16 AMX products need a host with amx-tile and amx-bf16");
   PassManager pm(module->getContext());
   if (configure && failed(configure(pm)))
     return failure();
@@ -331,6 +337,21 @@ LogicalResult switchyard::linkArtifact(llvm::StringRef objectPath,
   std::string demangle = std::string(SWITCHYARD_LLVM_LIBRARY_DIR) +
                          "/libLLVMDemangle.a";
 
+  // A library exports the C API and nothing else: not the model's code, not
+  // the weak C++ template instances the runtime pulls in from libstdc++.
+  llvm::SmallString<128> versionScript;
+  std::optional<llvm::FileRemover> removeVersionScript;
+  if (kind == ArtifactKind::SharedLibrary) {
+    int fd;
+    if (std::error_code ec = llvm::sys::fs::createTemporaryFile(
+            "moec-exports", "map", fd, versionScript))
+      return emitError(loc)
+             << "cannot create a temporary file: " << ec.message();
+    removeVersionScript.emplace(versionScript);
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << "{ global: sy_*; local: *; };\n";
+  }
+
   std::vector<std::string> args{*linker, "-o", output.str(),
                                 objectPath.str()};
   if (kind == ArtifactKind::Executable) {
@@ -343,6 +364,7 @@ LogicalResult switchyard::linkArtifact(llvm::StringRef objectPath,
     args.push_back(runtime);
     args.push_back("-Wl,--no-whole-archive");
     args.push_back("-Wl,--exclude-libs,libLLVMSupport.a:libLLVMDemangle.a");
+    args.push_back(("-Wl,--version-script=" + versionScript).str());
   }
   for (const char *arg : {"-fopenmp", "-lm", "-lpthread"})
     args.push_back(arg);

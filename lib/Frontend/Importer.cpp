@@ -286,7 +286,7 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
     result.insert({"name", name});
     llvm::json::Array shape;
     for (int64_t d : t.getShape())
-      shape.push_back(d);
+      shape.push_back(ShapedType::isDynamic(d) ? int64_t(-1) : d);
     result.insert({"shape", std::move(shape)});
     results.push_back(std::move(result));
   }

@@ -222,6 +222,11 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   options.bf16DotProducts = bf16DotProducts;
   options.bf16Amx = bf16Amx;
   options.optLevel = optLevel;
+  // Options the host cannot compile fail here, before the pipeline: no
+  // moe-opt command would reproduce them.
+  if (options.stage != Stage::Layer &&
+      failed(checkCompileOptions(options, entry.getLoc())))
+    throw fail("");
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {
     pm.addInstrumentation(std::make_unique<PassRecorder>(result.passes));

@@ -14,7 +14,7 @@ from ._switchyard import CompileError, ModelError
 from ._model import Model
 from ._compiled import CompiledModel, Lowered, RunResult, compile, load
 
-STAGES = ("layer", "routing", "linalg", "loops", "llvm")
+STAGES = ("layer", "routing", "fused", "linalg", "loops", "llvm")
 
 __all__ = ["Model", "compile", "load", "CompiledModel", "Lowered", "RunResult",
            "ModelError", "CompileError", "STAGES"]

@@ -228,6 +228,9 @@ class CompiledModel:
         return _Weights(self._lib, handle, keep)
 
     def _weights(self, weights, seed):
+        if weights is not None and seed is not None:
+            raise ValueError("seed draws random weights; pass either weights or seed, "
+                             "not both")
         key = ("seed", seed) if weights is None else (
             ("path", os.fspath(weights)) if isinstance(weights, (str, os.PathLike))
             else ("dict", id(weights)))

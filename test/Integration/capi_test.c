@@ -80,6 +80,14 @@ int main(int argc, char **argv) {
   const char *dir = argv[1];
   char *message = NULL;
 
+  /* The manifest, before any model exists: JSON with the model's name and a
+   * dynamic batch, written as -1 in the output's shape too. */
+  const char *manifest = sy_manifest();
+  CHECK(manifest && manifest[0] == '{');
+  CHECK(strstr(manifest, "\"name\":\"capi\""));
+  CHECK(strstr(manifest, "\"batch\":-1"));
+  CHECK(strstr(manifest, "\"shape\":[-1,"));
+
   /* A model from caller-owned buffers. */
   sy_model *seeded = NULL;
   CHECK(sy_model_create_random(11, &seeded, &message) == SY_OK);

@@ -231,8 +231,10 @@ def test_bf16_dot_products(kind):
                                                 bf16_dot_products=True).ir
     check_against_fmas(model, sy.compile(model, bf16_dot_products=True), seed=5,
                        batches=(3,))
-    with pytest.raises(sy.CompileError, match="bf16 products take one path"):
+    # Refused before the pipeline runs: no moe-opt command would reproduce it.
+    with pytest.raises(sy.CompileError, match="bf16 products take one path") as error:
         sy.compile(model, bf16_dot_products=True, bf16_amx=True)
+    assert "reproduce with" not in str(error.value)
 
 
 @pytest.mark.skipif(host_has_bf16_dot_products(), reason="the host has avx512bf16")
@@ -305,6 +307,11 @@ def test_run_errors():
         compiled(x, weights="/nonexistent.safetensors")
     with pytest.raises(TypeError):
         compiled(x, weights=42)
+    with pytest.raises(ValueError, match="pass either weights or seed, not both"):
+        compiled(x, weights=weights, seed=3)
+    # Any float dtype is converted to the model's, as astype would.
+    np.testing.assert_array_equal(compiled(x.astype(np.float64), weights=weights).output,
+                                  compiled(x, weights=weights).output)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -3,7 +3,7 @@
 // Part of Switchyard. `moec MODEL -o OUT` compiles a model description
 // (YAML) or a layer-level moe-dialect module (.mlir) into an executable, a
 // shared library with a C header, an object file, LLVM IR, or MLIR at any
-// stage of the pipeline (docs/moec.md). It runs the same named pipeline as
+// stage of the pipeline (docs/Artifacts.md). It runs the same named pipeline as
 // `moe-opt --switchyard-cpu-pipeline`, and takes MLIR's instrumentation
 // flags (--mlir-print-ir-after-all, --mlir-timing, ...).
 //
@@ -259,12 +259,28 @@ int main(int argc, char **argv) {
     if (entry.first.starts_with("mlir-"))
       entry.second->addCategory(mlirCategory);
   cl::HideUnrelatedOptions({&moecCategory, &mlirCategory});
-  cl::ParseCommandLineOptions(
-      argc, argv,
-      "moec: the Switchyard compiler\n\n"
-      "  moec model.yaml -o model           an executable (see model --help)\n"
-      "  moec model.yaml --emit=lib -o libmodel.so   and libmodel.h\n"
-      "  moec model.yaml --emit=mlir --stage=routing  the IR at a stage\n");
+  // A command line LLVM's parser refuses is an unusable command line like
+  // any other (status 2), reported in the same form where the parser lets us
+  // (a bad option value it prints itself, as `moec: for the --X option: `).
+  std::string parseErrors;
+  llvm::raw_string_ostream parseErrorStream(parseErrors);
+  if (!cl::ParseCommandLineOptions(
+          argc, argv,
+          "moec: the Switchyard compiler\n\n"
+          "  moec model.yaml -o model           an executable (see model "
+          "--help)\n"
+          "  moec model.yaml --emit=lib -o libmodel.so   and libmodel.h\n"
+          "  moec model.yaml --emit=mlir --stage=routing  the IR at a stage\n",
+          &parseErrorStream)) {
+    llvm::SmallVector<llvm::StringRef> lines;
+    llvm::StringRef(parseErrors).rtrim().split(lines, '\n', -1, false);
+    for (auto [i, line] : llvm::enumerate(lines)) {
+      line.consume_front("moec: ");
+      llvm::errs() << (i == 0 ? "moec: error: " : "moec: note: ") << line.trim()
+                   << "\n";
+    }
+    return 2;
+  }
 
   if (!checkOptions())
     return 2;

@@ -83,6 +83,12 @@ struct CompileOptions {
 mlir::OwningOpRef<mlir::ModuleOp> loadModel(llvm::SourceMgr &sourceMgr,
                                             mlir::MLIRContext *context);
 
+/// Checks that `options` can compile for the host: bf16 dot products or AMX
+/// tiles, not both, each only where the host has it. Emits an error at `loc`
+/// otherwise. lowerToStage checks the same before it runs anything.
+mlir::LogicalResult checkCompileOptions(const CompileOptions &options,
+                                        mlir::Location loc);
+
 /// Runs the CPU pipeline up to `options.stage`. `configure`, when given,
 /// sets up instrumentation (IR printing, timing) on the pass manager.
 mlir::LogicalResult

@@ -86,7 +86,8 @@ public:
 llvm::Expected<ModelDescription> parseModelDescription(llvm::StringRef text,
                                                        llvm::StringRef bufferName);
 
-/// A weight the model needs, under its safetensors name (DESIGN.md):
+/// A weight the model needs, under its safetensors name
+/// (docs/ModelDescription.md):
 /// `blocks.<i>.router.weight`, `blocks.<i>.experts.w1`, ...
 struct WeightSpec {
   std::string name;
