@@ -150,9 +150,8 @@ def compile_function(mlir_text, name, result_types, workdir=None,
     src = workdir / f"{name}.mlir"
     src.write_text(mlir_text)
     lowered = workdir / f"{name}.llvm.mlir"
-    opts = f"{{{pipeline_options}}}" if pipeline_options else ""
-    _run([MOE_OPT, src, f"--switchyard-cpu-pipeline={opts}" if opts
-          else "--switchyard-cpu-pipeline", "-o", lowered],
+    _run([MOE_OPT, src, f"--switchyard-cpu-pipeline={pipeline_options}"
+          if pipeline_options else "--switchyard-cpu-pipeline", "-o", lowered],
          "moe-opt --switchyard-cpu-pipeline")
     ll = workdir / f"{name}.ll"
     _run([LLVM_BIN / "mlir-translate", "--mlir-to-llvmir", lowered, "-o", ll],

@@ -26,14 +26,11 @@ import moe_reference as ref  # noqa: E402
 from harness import compile_function  # noqa: E402
 from layers import DTYPES, build_block, random_weights  # noqa: E402
 
-SEED = int(os.environ.get("SWITCHYARD_SEED",
-                          np.random.SeedSequence().entropy % (2**31)))
+# conftest.py draws the run's seed once (also under xdist, for every worker)
+# and prints it in the pytest header.
+SEED = int(os.environ["SWITCHYARD_SEED"])
 TOLERANCE = {"f32": 1e-5, "bf16": 2e-2, "f16": 2e-2}
 _compiled = {}
-
-
-def pytest_report_header(config):  # pragma: no cover - pytest hook
-    return f"switchyard execution tests: SWITCHYARD_SEED={SEED}"
 
 
 @pytest.fixture
@@ -43,11 +40,12 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
-def compiled(text, result_types, tmp_path_factory):
-    key = hashlib.sha1(text.encode()).hexdigest()
+def compiled(text, result_types, tmp_path_factory, pipeline_options=""):
+    key = (hashlib.sha1(text.encode()).hexdigest(), pipeline_options)
     if key not in _compiled:
         workdir = tmp_path_factory.mktemp("build")
-        _compiled[key] = compile_function(text, "block", result_types, workdir)
+        _compiled[key] = compile_function(text, "block", result_types, workdir,
+                                          pipeline_options)
     return _compiled[key]
 
 
@@ -117,14 +115,16 @@ def reference_block(kind, x, w, norm, residual, options, activation):
 def run_block(rng, tmp_path_factory, kind, *, B=3, S=8, D=16, E=4, F=32,
               dtype="f32", activation="relu", bias=False, router_bias=False,
               norm="none", residual=False, static_batch=False, batches=None,
-              x_fn=None, weights_fn=None, check_near_ties=True, **options):
-    """Compiles one block, runs it on one or more batch sizes and checks every
+              x_fn=None, weights_fn=None, check_near_ties=True, fusion=True, **options):
+    """Compiles one block (with the routing-level fusion passes, or without
+    them: `fusion=False`), runs it on one or more batch sizes and checks every
     result against the reference. Returns the last (outputs, reference)."""
     text, names, result_types = build_block(
         kind, S=S, D=D, E=E, F=F, dtype=dtype, batch=B if static_batch else None,
         activation=activation, bias=bias, router_bias=router_bias, norm=norm,
         residual=residual, **options)
-    fn = compiled(text, result_types, tmp_path_factory)
+    fn = compiled(text, result_types, tmp_path_factory,
+                  "" if fusion else "fusion=false")
     shape_options = dict(activation=activation, bias=bias, router_bias=router_bias,
                          norm=norm, slots_per_expert=options.get("slots_per_expert", 1))
     last = None
@@ -203,15 +203,29 @@ def test_capacity_factor(rng, tmp_path_factory, capacity_factor, top_k):
     run_block(rng, tmp_path_factory, "moe", top_k=top_k, capacity_factor=capacity_factor)
 
 
-def test_min_capacity(rng, tmp_path_factory):
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_min_capacity(rng, tmp_path_factory, fusion):
     _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", capacity_factor=0.25,
-                                  min_capacity=3)
+                                  min_capacity=3, fusion=fusion)
     assert stats["capacity"] == 3
 
 
-def test_expert_capacity(rng, tmp_path_factory):
-    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", expert_capacity=1)
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_expert_capacity(rng, tmp_path_factory, fusion):
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", expert_capacity=1,
+                                  fusion=fusion)
     assert stats["capacity"] == 1
+
+
+@pytest.mark.parametrize("kind", ["moe", "expert_choice"])
+@pytest.mark.parametrize("group", ["sequence", "batch"])
+def test_huge_capacity_factor(rng, tmp_path_factory, kind, group):
+    # k * G * cf / E far beyond an i64: C is capped at G (SEMANTICS.md
+    # sections 3.2 and 4), folded when G is static (a sequence), computed at
+    # run time when it is not (the batch).
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, kind, capacity_factor=1e300,
+                                  min_capacity=2, group=group)
+    assert stats["capacity"] == (8 if group == "sequence" else 3 * 8)
 
 
 @pytest.mark.parametrize("top_k", [2, 4])
@@ -226,10 +240,20 @@ def test_batch_priority(rng, tmp_path_factory, top_k):
               capacity_factor=0.75)
 
 
+@pytest.mark.parametrize("capacity_factor", [1.0, 0.5])
 @pytest.mark.parametrize("priority", ["sequence", "batch"])
-def test_reroute_dropped(rng, tmp_path_factory, priority):
-    outs, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", reroute_dropped=True,
-                                     capacity_factor=1.0, priority=priority, S=16)
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_reroute_dropped(rng, tmp_path_factory, priority, capacity_factor, fusion):
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", reroute_dropped=True,
+                                  capacity_factor=capacity_factor, priority=priority, S=16,
+                                  fusion=fusion)
+    # Rerouting fills every free row before a token stays dropped
+    # (SEMANTICS.md section 3.5): with cf 1 all 16 tokens of a sequence find
+    # one, with cf 0.5 the 8 rows (C = 2, E = 4) fill and 8 tokens stay dropped.
+    C = stats["capacity"]
+    assert C == (4 if capacity_factor == 1.0 else 2)
+    assert sum(stats["kept_per_expert"]) == 3 * 4 * C
+    assert stats["dropped"] == 3 * (16 - 4 * C)
 
 
 @pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe"])
@@ -266,29 +290,53 @@ def test_all_tokens_prefer_one_expert(rng, tmp_path_factory):
     assert stats["dropped"] > 0
 
 
-def test_exact_ties_between_experts(rng, tmp_path_factory):
+def zero_router(w):
+    w = dict(w)
+    w["router.weight"] = np.zeros_like(w["router.weight"])
+    return w
+
+
+@pytest.mark.parametrize("priority", ["sequence", "batch"])
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_exact_ties_between_experts(rng, tmp_path_factory, priority, fusion):
     # A zero router: every probability is exactly 1/E, so every choice ties
     # and goes to the smallest indices.
-    def zero_router(w):
-        w = dict(w)
-        w["router.weight"] = np.zeros_like(w["router.weight"])
-        return w
     _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", top_k=2,
                                   weights_fn=zero_router, check_near_ties=False,
-                                  capacity_factor=2.0)
+                                  capacity_factor=2.0, priority=priority, fusion=fusion)
     assert list(stats["kept_per_expert"][2:]) == [0, 0]
 
 
-def test_exact_ties_expert_choice(rng, tmp_path_factory):
-    def zero_router(w):
-        w = dict(w)
-        w["router.weight"] = np.zeros_like(w["router.weight"])
-        return w
+@pytest.mark.parametrize("priority", ["sequence", "batch"])
+def test_exact_ties_with_a_binding_capacity(rng, tmp_path_factory, priority):
+    # Every token ties and wants experts 0 and 1; C = 4 rows each, filled by
+    # the first tokens in priority order, the first of equal priorities (the
+    # smaller t) first; the reference says which, and the outputs show it.
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", top_k=2,
+                                  weights_fn=zero_router, check_near_ties=False,
+                                  capacity_factor=1.0, priority=priority)
+    assert stats["capacity"] == 4
+    assert list(stats["kept_per_expert"]) == [3 * 4, 3 * 4, 0, 0]
+
+
+def test_exact_ties_reroute(rng, tmp_path_factory):
+    # Every token wants expert 0 (C = 2); the dropped ones move to the free
+    # expert of smallest index first.
+    _, _, stats, _, _ = run_block(rng, tmp_path_factory, "moe", reroute_dropped=True,
+                                  weights_fn=zero_router, check_near_ties=False,
+                                  capacity_factor=1.0)
+    assert stats["capacity"] == 2
+    assert list(stats["kept_per_expert"]) == [3 * 2] * 4
+
+
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_exact_ties_expert_choice(rng, tmp_path_factory, fusion):
     run_block(rng, tmp_path_factory, "expert_choice", weights_fn=zero_router,
-              check_near_ties=False, capacity_factor=1.0)
+              check_near_ties=False, capacity_factor=1.0, fusion=fusion)
 
 
-def test_huge_logits(rng, tmp_path_factory):
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_huge_logits(rng, tmp_path_factory, fusion):
     # Router logits of magnitude ~1e4: the softmax and the z-loss must not
     # overflow. Probabilities are exactly one-hot in f32 and f64 alike.
     def huge(w):
@@ -296,22 +344,28 @@ def test_huge_logits(rng, tmp_path_factory):
         w["router.weight"] = (w["router.weight"] * 1e4).astype(np.float32)
         return w
     outs, *_ = run_block(rng, tmp_path_factory, "moe", weights_fn=huge,
-                         check_near_ties=False)
+                         check_near_ties=False, fusion=fusion)
     assert np.isfinite(outs[0]).all()
     assert np.isfinite(float(outs[1])) and np.isfinite(float(outs[2]))
 
 
-@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe"])
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_non_finite_tokens(rng, tmp_path_factory, kind, bad):
-    # One non-finite token in group 1: its row is NaN, it takes no capacity,
-    # the other groups are unaffected; soft MoE poisons only its group.
+def poison_token(bad):
     def poison(x):
         x = x.copy()
         x[1, 3, 5] = bad
         return x
+    return poison
+
+
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_non_finite_tokens(rng, tmp_path_factory, kind, bad, fusion):
+    # One non-finite token in group 1: its row is NaN, it takes no capacity,
+    # the other groups are unaffected; soft MoE poisons only its group.
     options = {"capacity_factor": 1.0} if kind == "moe" else {}
-    outs, expected, *_ = run_block(rng, tmp_path_factory, kind, x_fn=poison, **options)
+    outs, expected, *_ = run_block(rng, tmp_path_factory, kind, x_fn=poison_token(bad),
+                                   fusion=fusion, **options)
     y = outs[0]
     if kind == "soft_moe":
         assert np.isnan(y[1]).all()
@@ -322,6 +376,24 @@ def test_non_finite_tokens(rng, tmp_path_factory, kind, bad):
         assert math.isnan(float(outs[1]))  # the loss of the poisoned group
 
 
+@pytest.mark.parametrize("options", [
+    dict(priority="batch", capacity_factor=0.75),
+    dict(top_k=2, capacity_factor=1.0),
+    dict(top_k=2, priority="batch", capacity_factor=1.0),
+    dict(reroute_dropped=True, capacity_factor=0.5),
+    dict(group="batch", capacity_factor=1.0),
+], ids=["batch-priority", "top2", "top2-batch-priority", "reroute", "group-batch"])
+def test_non_finite_tokens_routing_options(rng, tmp_path_factory, options):
+    # The same NaN token under every routing order (the batch-priority sort
+    # over f32 bits, top-2, rerouting, one group of all tokens): its row is
+    # NaN and it takes no capacity; the reference checks every other row and
+    # the counts, dropped and unrouted alike.
+    outs, *_ = run_block(rng, tmp_path_factory, "moe", x_fn=poison_token(np.nan),
+                         **options)
+    assert np.isnan(outs[0][1, 3]).all()
+    assert math.isnan(float(outs[1]))
+
+
 # --- expert choice and soft MoE ----------------------------------------------
 
 @pytest.mark.parametrize("capacity_factor", [0.5, 1.0, 2.0, 4.0])
@@ -329,9 +401,11 @@ def test_expert_choice_capacity(rng, tmp_path_factory, capacity_factor):
     run_block(rng, tmp_path_factory, "expert_choice", capacity_factor=capacity_factor)
 
 
-def test_expert_choice_min_and_explicit_capacity(rng, tmp_path_factory):
-    run_block(rng, tmp_path_factory, "expert_choice", capacity_factor=0.25, min_capacity=3)
-    run_block(rng, tmp_path_factory, "expert_choice", expert_capacity=5)
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_expert_choice_min_and_explicit_capacity(rng, tmp_path_factory, fusion):
+    run_block(rng, tmp_path_factory, "expert_choice", capacity_factor=0.25, min_capacity=3,
+              fusion=fusion)
+    run_block(rng, tmp_path_factory, "expert_choice", expert_capacity=5, fusion=fusion)
 
 
 @pytest.mark.parametrize("slots_per_expert", [1, 3])
@@ -360,6 +434,18 @@ def test_low_precision_models(rng, tmp_path_factory, dtype, kind):
 @pytest.mark.parametrize("kind", ["moe", "soft_moe", "ffn"])
 def test_norm_and_residual(rng, tmp_path_factory, norm, kind):
     run_block(rng, tmp_path_factory, kind, norm=norm, residual=True)
+
+
+@pytest.mark.parametrize("norm", ["rms", "layer"])
+def test_norm_epsilon(rng, tmp_path_factory, norm):
+    # Tokens of about 1e-3, no residual: mean(x^2) is about the epsilon of
+    # SEMANTICS.md section 7, so a wrong or missing one fails the tolerance.
+    run_block(rng, tmp_path_factory, "ffn", norm=norm, x_fn=lambda x: x * 1e-3)
+
+
+def test_soft_moe_epsilon(rng, tmp_path_factory):
+    # ||x||^2 of about 1.6e-5 next to the 1e-6 of SEMANTICS.md section 5.
+    run_block(rng, tmp_path_factory, "soft_moe", normalize=True, x_fn=lambda x: x * 1e-3)
 
 
 def test_biases(rng, tmp_path_factory):
@@ -422,6 +508,8 @@ def test_two_block_model(rng, tmp_path_factory):
         if not near_tie(None, {"router.weight": w["blocks.1.router.weight"]}, "moe",
                         {"top_k": 2}, routed):
             break
+    else:
+        pytest.fail("could not draw routing without near-ties")
     names = ["blocks.0.norm.weight", "blocks.0.ffn.w1", "blocks.0.ffn.w2",
              "blocks.1.norm.weight", "blocks.1.norm.bias", "blocks.1.router.weight",
              "blocks.1.experts.w1", "blocks.1.experts.wg", "blocks.1.experts.w2"]

@@ -37,10 +37,12 @@ func.func @scale(%x: tensor<?x8x128xf32>, %r: tensor<?x8xf32>, %w: tensor<128xf3
 
 // CHECK-LABEL: func.func @small
 // CHECK-NOT:   scf.forall
-// CHECK:       scf.for
+// CHECK:       scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c1
 // CHECK:         scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c64
 // CHECK:           arith.addf {{.+}} : vector<1x64xf32>
 // CHECK-NOT:   linalg.generic
+// CHECK-NOT:   scf.forall
+// CHECK:       return
 #id2 = affine_map<(i, j) -> (i, j)>
 func.func @small(%x: tensor<16x128xf32>, %y: tensor<16x128xf32>,
                  %out: tensor<16x128xf32>) -> tensor<16x128xf32> {

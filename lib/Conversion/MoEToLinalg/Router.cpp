@@ -184,6 +184,9 @@ struct ExpertCapacityLowering : OpConversionPattern<moe::ExpertCapacityOp> {
       rows = arith::DivFOp::create(b, loc, rows,
                                    floatConst(b, loc, f64,
                                               static_cast<double>(e)));
+      // Capped at G before the conversion, which a huge factor would
+      // overflow (to a capacity of 0).
+      rows = arith::MinimumFOp::create(b, loc, rows, gf);
       Value ceil = math::CeilOp::create(b, loc, rows);
       Value asInt = arith::FPToSIOp::create(b, loc, b.getI64Type(), ceil);
       capacity = arith::MaxSIOp::create(

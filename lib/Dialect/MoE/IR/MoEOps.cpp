@@ -344,6 +344,8 @@ int64_t ExpertCapacityOp::computeCapacity(int64_t groupSize,
     double rows = static_cast<double>(getTopK()) *
                   static_cast<double>(groupSize) * *factor /
                   static_cast<double>(numExperts);
+    // Capped at G before the conversion, which a huge factor would overflow.
+    rows = std::min(rows, static_cast<double>(groupSize));
     capacity = std::max<int64_t>(getMinCapacity(),
                                  static_cast<int64_t>(std::ceil(rows)));
   }

@@ -57,8 +57,11 @@ func.func @dynamic_capacity(%x: tensor<1x?x16xf32>, %w: tensor<16x4xf32>)
 // Router jitter is a training option: left unfused.
 
 // CHECK-LABEL: func.func @jitter
+// CHECK:       %[[Z:.+]] = moe.router_logits {{.+}} {jitter = 1.000000e-02 : f64}
+// CHECK-NEXT:  %[[P:.+]] = moe.router_probs %[[Z]]
+// CHECK-NEXT:  moe.token_choice_route %[[P]],
 // CHECK-NOT:   moe.token_choice_router
-// CHECK:       moe.token_choice_route
+// CHECK:       return
 func.func @jitter(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>) -> tensor<2x8x1xi64> {
   %c3 = arith.constant 3 : index
   %z = moe.router_logits %x, %w {jitter = 0.01 : f64}
@@ -76,7 +79,9 @@ func.func @jitter(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>) -> tensor<2x8x1x
 
 // CHECK-LABEL: func.func @given_probs
 // CHECK-NOT:   moe.token_choice_router
-// CHECK:       moe.token_choice_route
+// CHECK:       moe.token_choice_route %arg0,
+// CHECK-NOT:   moe.token_choice_router
+// CHECK:       return
 func.func @given_probs(%p: tensor<2x8x4xf32>) -> tensor<2x8x1xi64> {
   %c3 = arith.constant 3 : index
   %e, %g, %pos, %kept = moe.token_choice_route %p, %c3
