@@ -12,6 +12,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/BuiltinTypes.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/JSON.h"
 
@@ -202,20 +203,26 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
     return fail("result 0 must have the type of argument 0");
 
   llvm::json::Array weights;
+  llvm::StringSet<> weightNames;
   for (unsigned i = 1; i < type.getNumInputs(); ++i) {
     auto t = dyn_cast<RankedTensorType>(type.getInput(i));
     if (!t || !t.hasStaticShape() || dtypeName(t.getElementType()).empty() ||
         t.getElementType().isInteger(64))
       return fail("argument " + Twine(i) +
                   " must be a statically shaped f32, bf16 or f16 tensor");
-    auto name = entry.getArgAttrOfType<StringAttr>(i, kWeightAttrName);
+    auto nameAttr = entry.getArgAttrOfType<StringAttr>(i, kWeightAttrName);
+    std::string name = nameAttr ? nameAttr.str() : "arg" + std::to_string(i);
+    // Safetensors files hold one tensor a name.
+    if (!weightNames.insert(name).second)
+      return fail("argument " + Twine(i) + " is named '" + name +
+                  "' like an earlier weight; weight names must be unique");
     llvm::json::Array shape;
     for (int64_t d : t.getShape())
       shape.push_back(d);
-    weights.push_back(llvm::json::Object{
-        {"name", name ? name.str() : "arg" + std::to_string(i)},
-        {"shape", std::move(shape)},
-        {"dtype", dtypeName(t.getElementType())}});
+    weights.push_back(
+        llvm::json::Object{{"name", name},
+                           {"shape", std::move(shape)},
+                           {"dtype", dtypeName(t.getElementType())}});
   }
 
   // Blocks are the layer ops in program order.

@@ -173,9 +173,22 @@ std::optional<Entry> Parser::readEntry(yaml::KeyValueNode &kv) {
   }
   SmallString<32> keyStorage;
   e.key = key->getValue(keyStorage).str();
+  // The format is plain data. (An alias node has no location of its own, so
+  // the error points at its key.)
+  if (e.key == "<<") {
+    error(e.keyNode, "YAML merge keys ('<<') are not supported: write the "
+                     "keys out");
+    return std::nullopt;
+  }
   e.valueNode = kv.getValue();
   if (!e.valueNode)
     return std::nullopt;
+  if (auto *alias = dyn_cast<yaml::AliasNode>(e.valueNode)) {
+    error(e.keyNode, "YAML aliases ('*" + alias->getName() +
+                         "') are not supported: write the value of '" + e.key +
+                         "' out");
+    return std::nullopt;
+  }
   if (isa<yaml::NullNode>(e.valueNode)) {
     e.isNull = true;
   } else if (auto *scalar = dyn_cast<yaml::ScalarNode>(e.valueNode)) {
@@ -338,6 +351,11 @@ bool Parser::parseBlocks(yaml::Node *node, ModelDescription &model) {
     return error(node, "'blocks' must be a list of blocks");
   unsigned index = 0;
   for (yaml::Node &item : *seq) {
+    if (auto *alias = dyn_cast<yaml::AliasNode>(&item))
+      return error(seq, "block " + Twine(index) + " is a YAML alias ('*" +
+                            alias->getName() +
+                            "'); aliases are not supported: write the "
+                            "block out");
     auto *map = dyn_cast<yaml::MappingNode>(&item);
     if (!map)
       return error(&item, "block " + Twine(index) +

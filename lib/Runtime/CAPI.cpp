@@ -11,7 +11,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
+#include <stdexcept>
 
 using namespace switchyard::runtime;
 
@@ -61,6 +63,19 @@ sy_status fail(const Model::Failure &f, char **message) {
   return fail(statusOf(f.kind), f.message, message);
 }
 
+/// Runs `body`, turning the runtime's own failed allocations (weights,
+/// buffers, statistics) into a status: nothing thrown leaves the C API.
+sy_status guarded(char **message, llvm::function_ref<sy_status()> body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc &) {
+    return fail(SY_ERROR_RUNTIME, "out of memory", message);
+  } catch (const std::length_error &) {
+    return fail(SY_ERROR_RUNTIME, "out of memory (a buffer too large)",
+                message);
+  }
+}
+
 /// The manifest, parsed once per process.
 const Manifest *getManifest(std::string &error) {
   static llvm::Expected<Manifest> manifest =
@@ -80,23 +95,21 @@ sy_status create(sy_model **out, char **message,
   if (!out)
     return fail(SY_ERROR_INVALID_ARGUMENT, "model must not be NULL", message);
   *out = nullptr;
-  std::string error;
-  const Manifest *manifest = getManifest(error);
-  if (!manifest)
-    return fail(SY_ERROR_RUNTIME, error, message);
-  auto *model = new (std::nothrow)
-      sy_model{Model(*manifest, switchyard_entry, switchyard_prepack)};
-  if (!model)
-    return fail(SY_ERROR_RUNTIME, "out of memory", message);
-  std::optional<Model::Failure> f = bind(model->model);
-  if (!f)
-    f = model->model.packWeights();
-  if (f) {
-    delete model;
-    return fail(*f, message);
-  }
-  *out = model;
-  return SY_OK;
+  return guarded(message, [&] {
+    std::string error;
+    const Manifest *manifest = getManifest(error);
+    if (!manifest)
+      return fail(SY_ERROR_RUNTIME, error, message);
+    auto model = std::make_unique<sy_model>(
+        sy_model{Model(*manifest, switchyard_entry, switchyard_prepack)});
+    std::optional<Model::Failure> f = bind(model->model);
+    if (!f)
+      f = model->model.packWeights();
+    if (f)
+      return fail(*f, message);
+    *out = model.release();
+    return SY_OK;
+  });
 }
 
 const Manifest::Weight *weightAt(const sy_model *model, int64_t i) {
@@ -147,9 +160,11 @@ sy_status sy_model_save_weights(const sy_model *model, const char *path,
   if (!model || !path)
     return fail(SY_ERROR_INVALID_ARGUMENT, "model and path must not be NULL",
                 message);
-  if (std::optional<Model::Failure> f = model->model.saveWeights(path))
-    return fail(*f, message);
-  return SY_OK;
+  return guarded(message, [&] {
+    if (std::optional<Model::Failure> f = model->model.saveWeights(path))
+      return fail(*f, message);
+    return SY_OK;
+  });
 }
 
 void sy_model_destroy(sy_model *model) { delete model; }
@@ -196,10 +211,12 @@ sy_status sy_model_run(const sy_model *model, int64_t batch, const void *input,
                        void *output, sy_stats *stats, char **message) {
   if (!model)
     return fail(SY_ERROR_INVALID_ARGUMENT, "model must not be NULL", message);
-  if (std::optional<Model::Failure> f = model->model.run(
-          batch, input, output, stats ? &stats->stats : nullptr))
-    return fail(*f, message);
-  return SY_OK;
+  return guarded(message, [&] {
+    if (std::optional<Model::Failure> f = model->model.run(
+            batch, input, output, stats ? &stats->stats : nullptr))
+      return fail(*f, message);
+    return SY_OK;
+  });
 }
 
 double sy_model_useful_flops(const sy_model *model, int64_t batch,

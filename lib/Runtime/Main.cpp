@@ -18,7 +18,9 @@
 #include "Formats.h"
 #include "Model.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/xxhash.h"
@@ -28,6 +30,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 
 extern "C" void omp_set_num_threads(int);
 // Defined by the object moec compiles (docs/Artifacts.md).
@@ -62,8 +66,17 @@ void usage(raw_ostream &os) {
         "statistics.\n";
 }
 
+/// More threads than any machine we run on has cores; libomp aborts when it
+/// cannot create the threads asked for.
+constexpr int64_t kMaxThreads = 1024;
+
 Options parseArgs(int argc, char **argv) {
   Options o;
+  static constexpr StringLiteral kPathOptions[] = {
+      "--weights", "--save-weights", "--input", "--output", "--stats"};
+  static constexpr StringLiteral kIntegerOptions[] = {"--seed", "--batch",
+                                                      "--bench", "--threads"};
+  llvm::StringSet<> given;
   for (int i = 1; i < argc; ++i) {
     StringRef arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -76,18 +89,34 @@ Options parseArgs(int argc, char **argv) {
       name = n;
       value = v.str();
     } else if (arg.starts_with("--")) {
-      if (i + 1 >= argc)
-        die("option '" + arg + "' needs a value (see --help)", 2);
-      value = argv[++i];
+      if (llvm::is_contained(kPathOptions, arg) ||
+          llvm::is_contained(kIntegerOptions, arg)) {
+        if (i + 1 >= argc)
+          die("option '" + arg + "' needs a value (see --help)", 2);
+        value = argv[++i];
+      }
     } else {
       die("unexpected argument '" + arg + "' (see --help)", 2);
     }
-    auto integer = [&](int64_t min) {
+    if (!llvm::is_contained(kPathOptions, name) &&
+        !llvm::is_contained(kIntegerOptions, name))
+      die("unknown option '" + name + "' (see --help)", 2);
+    if (!given.insert(name).second)
+      die("option '" + name + "' is given twice", 2);
+    // An empty path (an unset shell variable) is not "no path".
+    if (llvm::is_contained(kPathOptions, name) && value.empty())
+      die("option '" + name + "' needs a non-empty path", 2);
+    auto integer = [&](int64_t min, int64_t max = INT64_MAX) {
       int64_t v;
-      if (StringRef(value).getAsInteger(10, v) || v < min)
-        die("option '" + name + "' needs an integer >= " + Twine(min) +
-                ", got '" + value + "'",
+      if (StringRef(value).getAsInteger(10, v) || v < min || v > max) {
+        std::string range = max == INT64_MAX
+                                ? ">= " + std::to_string(min)
+                                : "in [" + std::to_string(min) + ", " +
+                                      std::to_string(max) + "]";
+        die("option '" + name + "' needs an integer " + range + ", got '" +
+                value + "'",
             2);
+      }
       return v;
     };
     if (name == "--weights")
@@ -109,9 +138,7 @@ Options parseArgs(int argc, char **argv) {
     } else if (name == "--bench")
       o.bench = integer(1);
     else if (name == "--threads")
-      o.threads = integer(1);
-    else
-      die("unknown option '" + name + "' (see --help)", 2);
+      o.threads = integer(1, kMaxThreads);
   }
   if (!o.weights.empty() && o.haveSeed)
     die("--weights and --seed exclude each other: the seed draws random "
@@ -215,8 +242,7 @@ void writeStats(raw_ostream &os, const Manifest &m, const RunStats &stats,
 }
 } // namespace
 
-int main(int argc, char **argv) {
-  program = argc > 0 ? argv[0] : "model";
+static int runMain(int argc, char **argv) {
   Options o = parseArgs(argc, argv);
   if (o.threads > 0)
     omp_set_num_threads(int(o.threads));
@@ -385,4 +411,15 @@ int main(int argc, char **argv) {
   sy_stats_destroy(stats);
   sy_model_destroy(model);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  program = argc > 0 ? argv[0] : "model";
+  try {
+    return runMain(argc, argv);
+  } catch (const std::bad_alloc &) {
+    die("out of memory");
+  } catch (const std::length_error &) {
+    die("out of memory (a buffer too large)");
+  }
 }

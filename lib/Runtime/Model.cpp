@@ -341,6 +341,13 @@ bool isContiguous(const int64_t *words, ArrayRef<int64_t> shape) {
 /// The `allocated` pointer memref.get_global lowers to (MemRefToLLVM): the
 /// result is a constant, not a buffer to free.
 constexpr int64_t kGlobalSentinel = 0xdeadbeef;
+
+Model::Failure outOfMemory(unsigned long long bytes, const char *what) {
+  return Model::Failure{Model::ErrorKind::Runtime,
+                        "out of memory: " + std::string(what) +
+                            " could not allocate " + std::to_string(bytes) +
+                            " bytes"};
+}
 } // namespace
 
 std::optional<Model::Failure> Model::packWeights() {
@@ -362,7 +369,8 @@ std::optional<Model::Failure> Model::packWeights() {
   std::vector<void *> args{results.data()};
   for (auto &d : descs)
     args.push_back(d.data());
-  prepack(args.data());
+  if (unsigned long long bytes = callCompiled(prepack, args.data()))
+    return outOfMemory(bytes, "packing the weights");
 
   std::optional<Failure> failure;
   size_t at = 0;
@@ -420,7 +428,8 @@ std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
   std::vector<void *> args{results.data()};
   for (auto &d : descs)
     args.push_back(d.data());
-  entry(args.data());
+  if (unsigned long long bytes = callCompiled(entry, args.data()))
+    return outOfMemory(bytes, "the run");
 
   // Read the results back, then free what the compiled code allocated.
   DenseSet<int64_t> toFree;

@@ -25,11 +25,17 @@
 
 #include "Workspace.h"
 
+#include <csetjmp>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <iterator>
 #include <map>
 #include <mutex>
+
+// libomp's, when the artifact links it (moec always does; a test harness
+// may not).
+extern "C" int omp_in_parallel(void) __attribute__((weak));
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -94,7 +100,42 @@ size_t capacityOf(size_t size) {
 } // namespace
 #endif
 
-extern "C" void *_mlir_memref_to_llvm_alloc(size_t size) {
+namespace {
+/// Where callCompiled resumes when an allocation of the call fails.
+thread_local std::jmp_buf *failedAllocationTarget = nullptr;
+thread_local size_t failedAllocationSize = 0;
+
+/// The compiled code cannot take a null pointer: it would write through it.
+[[noreturn]] void allocationFailed(size_t size) {
+  if (failedAllocationTarget && !(omp_in_parallel && omp_in_parallel())) {
+    failedAllocationSize = size;
+    std::longjmp(*failedAllocationTarget, 1);
+  }
+  std::fprintf(stderr,
+               "switchyard: out of memory: the compiled code could not "
+               "allocate %zu bytes in a parallel region\n",
+               size);
+  std::abort();
+}
+} // namespace
+
+unsigned long long switchyard::runtime::callCompiled(void (*fn)(void **),
+                                                     void **args) {
+  std::jmp_buf target;
+  std::jmp_buf *outer = failedAllocationTarget;
+  // Only LLVM-generated frames lie between here and the allocation: nothing
+  // with a destructor is skipped.
+  if (setjmp(target)) {
+    failedAllocationTarget = outer;
+    return failedAllocationSize ? failedAllocationSize : 1;
+  }
+  failedAllocationTarget = &target;
+  fn(args);
+  failedAllocationTarget = outer;
+  return 0;
+}
+
+static void *allocate(size_t size) {
 #ifdef SWITCHYARD_ASAN
   return std::malloc(size);
 #else
@@ -122,6 +163,13 @@ extern "C" void *_mlir_memref_to_llvm_alloc(size_t size) {
   *reinterpret_cast<size_t *>(block) = capacity;
   return block + kHeader;
 #endif
+}
+
+extern "C" void *_mlir_memref_to_llvm_alloc(size_t size) {
+  void *payload = allocate(size);
+  if (!payload && size)
+    allocationFailed(size);
+  return payload;
 }
 
 extern "C" void _mlir_memref_to_llvm_free(void *payload) {

@@ -18,6 +18,14 @@ namespace switchyard::runtime {
 /// Frees what the compiled code allocated.
 void freeCompiled(void *p);
 
+/// Calls a compiled entry point `fn(args)`. Returns 0, or, when an allocation
+/// of the compiled code failed on this thread outside any parallel region,
+/// the size it asked for: the call is abandoned there (what it had allocated
+/// before stays allocated), instead of the code writing through a null
+/// pointer. An allocation that fails inside a parallel region, where the
+/// call cannot be abandoned, prints its size and aborts.
+unsigned long long callCompiled(void (*fn)(void **), void **args);
+
 } // namespace switchyard::runtime
 
 #endif // SWITCHYARD_RUNTIME_WORKSPACE_H

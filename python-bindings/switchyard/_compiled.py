@@ -35,6 +35,9 @@ def _split_dumps(text):
 def _source(model):
     if isinstance(model, Model):
         return model.yaml, model.file_name
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError("compile() takes a switchyard.Model or the path of a .yaml or "
+                        f".mlir file, got {type(model).__name__}")
     path = pathlib.Path(model)
     if path.suffix in (".yaml", ".yml", ".mlir"):
         return path.read_text(), str(path)
@@ -78,6 +81,9 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
     if target != "cpu":
         raise ValueError(f"unknown target {target!r}: Switchyard compiles for 'cpu' (the "
                          "CUDA target does not exist yet)")
+    if not isinstance(opt_level, int) or isinstance(opt_level, bool) or \
+            not 0 <= opt_level <= 3:
+        raise ValueError(f"opt_level must be an integer from 0 to 3, got {opt_level!r}")
     text, file_name = _source(model)
     if stage is not None:
         result = _switchyard.compile(text, file_name, stage, opt_level, parallel,
@@ -144,6 +150,9 @@ class CompiledModel:
         if not self.library.exists():
             raise FileNotFoundError(f"no such library: {self.library}")
         self._lib = lib = ctypes.CDLL(str(self.library))
+        if not hasattr(lib, "sy_manifest"):
+            raise ValueError(f"{str(self.library)!r} is not a Switchyard library (it has no "
+                             "sy_manifest)")
         vp, i64, msg = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)
         for name, res, args in [
             ("sy_manifest", ctypes.c_char_p, []),
@@ -208,8 +217,7 @@ class CompiledModel:
                 if array.shape != shape:
                     raise ValueError(f"weight {name!r} has shape {list(array.shape)}, "
                                      f"expected {list(shape)}")
-                if array.dtype != _NUMPY[dtype] and array.dtype.kind != "f" and \
-                        array.dtype != _NUMPY["bf16"]:
+                if array.dtype.kind != "f" and array.dtype != _NUMPY["bf16"]:
                     raise ValueError(f"weight {name!r} has dtype {array.dtype}, expected {dtype}")
                 # No copy when the array already has the layout and dtype.
                 array = np.ascontiguousarray(array, dtype=_NUMPY[dtype])
@@ -231,6 +239,9 @@ class CompiledModel:
         if weights is not None and seed is not None:
             raise ValueError("seed draws random weights; pass either weights or seed, "
                              "not both")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or
+                                 isinstance(seed, bool) or not 0 <= seed < 2**64):
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         key = ("seed", seed) if weights is None else (
             ("path", os.fspath(weights)) if isinstance(weights, (str, os.PathLike))
             else ("dict", id(weights)))
@@ -246,12 +257,15 @@ class CompiledModel:
         dtype) with `weights` (a safetensors path or a dict of arrays; None
         draws seeded random weights, `seed`, default 0). Returns a RunResult."""
         bound = self._weights(weights, seed)
+        if x is None:
+            raise TypeError("x must be an array [B, S, D]")
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[1:] != (self.seq_len, self.d_model) or x.shape[0] < 1:
             raise ValueError(f"x has shape {list(x.shape)}, expected [B, {self.seq_len}, "
                              f"{self.d_model}] with B >= 1")
-        if x.dtype != _NUMPY[self.dtype] and x.dtype.kind != "f":
-            raise ValueError(f"x has dtype {x.dtype}, expected float32 or {self.dtype}")
+        if x.dtype.kind != "f" and x.dtype != _NUMPY["bf16"]:
+            raise ValueError(f"x has dtype {x.dtype}, expected a floating-point array "
+                             f"(converted to the model's {self.dtype})")
         x = np.ascontiguousarray(x, dtype=_NUMPY[self.dtype])  # no copy when it fits
         output = np.empty(x.shape, dtype=_NUMPY[self.dtype])
         stats = self._lib.sy_stats_create(bound.handle)
@@ -298,6 +312,9 @@ class CompiledModel:
         """Writes the shared library (the C API of `moec --emit=lib`) to
         `path`, and its header beside it; switchyard.load(path) loads it."""
         path = pathlib.Path(path)
+        if path.with_suffix(".h") == path:
+            raise ValueError(f"the library {str(path)!r} would be overwritten by its header "
+                             "(the same name with .h): name it libNAME.so")
         shutil.copyfile(self.library, path)
         header = self.library.with_suffix(".h")
         if header.exists():

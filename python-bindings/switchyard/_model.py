@@ -44,13 +44,22 @@ class Model:
 
     def __init__(self, d_model, seq_len, blocks, dtype="f32", name="model", **extra):
         top = {"name": name, "d_model": d_model, "seq_len": seq_len, "dtype": dtype, **extra}
+        if isinstance(blocks, (dict, str, bytes)) or not hasattr(blocks, "__iter__"):
+            raise TypeError("blocks must be a list of dicts of options, got "
+                            f"{type(blocks).__name__}")
         self._init(_to_yaml(top, list(blocks)), f"{name}.yaml")
 
     @classmethod
     def from_yaml(cls, text_or_path):
-        """From YAML text, or from the path of a .yaml/.yml file."""
+        """From YAML text (str or UTF-8 bytes), or from the path of a
+        .yaml/.yml file."""
         model = cls.__new__(cls)
         path = None
+        if isinstance(text_or_path, bytes):
+            text_or_path = text_or_path.decode()
+        if not isinstance(text_or_path, (str, os.PathLike)):
+            raise TypeError("from_yaml() takes YAML text or the path of a .yaml file, got "
+                            f"{type(text_or_path).__name__}")
         if isinstance(text_or_path, os.PathLike):
             path = pathlib.Path(text_or_path)
         elif isinstance(text_or_path, str) and "\n" not in text_or_path and \

@@ -8,6 +8,8 @@ UndefinedBehaviorSanitizer: the executable links the sanitized runtime
 import json
 import pathlib
 import re
+import resource
+import subprocess
 import sys
 
 import numpy as np
@@ -221,6 +223,46 @@ def test_unwritable_outputs(tiny, flag):
 def test_bad_command_lines(tiny, args, fragment):
     exe, _, _ = tiny
     expect_error(run(exe, *args, sanitized=True), fragment, code=2)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--weights", ""], "option '--weights' needs a non-empty path"),
+    (["--output", ""], "option '--output' needs a non-empty path"),
+    (["--batch", "1", "--batch", "2"], "option '--batch' is given twice"),
+    (["--threads", "100000"], "option '--threads' needs an integer in [1, 1024], got '100000'"),
+    (["--frob"], "unknown option '--frob'"),
+])
+def test_more_bad_command_lines(tiny, args, fragment):
+    exe, _, _ = tiny
+    expect_error(run(exe, *args, sanitized=True), fragment, code=2)
+
+
+BIG = """\
+name: big
+d_model: 1
+seq_len: 1048576
+blocks:
+  - layer: ffn
+    d_ff: 16777216
+"""
+
+
+def test_out_of_memory_is_an_error_not_a_crash(tmp_path):
+    # Under a 2 GiB address-space limit (no sanitizer, which needs more): the
+    # compiled code's allocation of the hidden activations [2^20, 2^24] fails,
+    # and so does the runtime's own of an input of 10^12 sequences.
+    def limited(*cmd):
+        def cap():
+            resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                              preexec_fn=cap)
+    (tmp_path / "big.yaml").write_text(BIG)
+    moec(tmp_path / "big.yaml", "-o", tmp_path / "big")
+    expect_error(limited(tmp_path / "big", "--batch", "1"),
+                 "out of memory: the run could not allocate")
+    (tmp_path / "tiny.yaml").write_text(MODEL)
+    moec(tmp_path / "tiny.yaml", "-o", tmp_path / "tiny")
+    expect_error(limited(tmp_path / "tiny", "--batch", "1000000000000"), "out of memory")
 
 
 def test_non_finite_input_gives_nan_rows_not_a_crash(tiny):

@@ -111,8 +111,17 @@ def test_compile_errors():
         sy.compile(model, target="cuda")
     with pytest.raises(ValueError, match="unknown stage 'fusion'"):
         sy.compile(model, stage="fusion")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="takes a switchyard.Model or the path"):
         sy.compile(42)
+    for level in (-1, 4, "3", True):
+        with pytest.raises(ValueError, match="opt_level must be an integer from 0 to 3"):
+            sy.compile(model, opt_level=level)
+    with pytest.raises(TypeError, match="blocks must be a list"):
+        sy.Model(d_model=16, seq_len=8, blocks=dict(layer="ffn", d_ff=32))
+    # UTF-8 bytes are YAML text too.
+    assert sy.Model.from_yaml(pathlib.Path(SWITCH).read_bytes()).d_model == model.d_model
+    with pytest.raises(ValueError, match="is not a Switchyard library"):
+        sy.load(sy._switchyard.__file__)  # a shared library, but not a model
 
 
 def test_failing_pipeline_names_the_moe_opt_command(tmp_path):
@@ -284,7 +293,7 @@ def test_weights_from_a_safetensors_path_and_seeds(tmp_path):
     assert not np.array_equal(compiled(x, seed=8).output, seeded.output)
 
 
-def test_run_errors():
+def test_run_errors(tmp_path):
     model = sy.Model(d_model=16, seq_len=8, blocks=[KINDS["moe"]])
     compiled = sy.compile(model)
     rng = np.random.default_rng(6)
@@ -309,6 +318,13 @@ def test_run_errors():
         compiled(x, weights=42)
     with pytest.raises(ValueError, match="pass either weights or seed, not both"):
         compiled(x, weights=weights, seed=3)
+    for seed in (-1, 2**64, 1.5):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+            compiled(x, seed=seed)
+    with pytest.raises(TypeError, match=r"x must be an array"):
+        compiled(None, weights=weights)
+    with pytest.raises(ValueError, match="would be overwritten by its header"):
+        compiled.save(tmp_path / "model.h")
     # Any float dtype is converted to the model's, as astype would.
     np.testing.assert_array_equal(compiled(x.astype(np.float64), weights=weights).output,
                                   compiled(x, weights=weights).output)

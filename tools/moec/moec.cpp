@@ -227,9 +227,23 @@ bool checkOptions() {
   if (explicitOption(stage) && emit != Emit::MLIR)
     return fail("--stage applies to --emit=mlir (the other outputs are built "
                 "from the LLVM dialect)");
+  if (outputFile.empty())
+    return fail("-o needs a path");
   bool toFile = emit == Emit::Exe || emit == Emit::Lib || emit == Emit::Obj;
   if (toFile && outputFile == "-" && !listWeights)
-    return fail("-o is required for --emit=exe, lib and obj");
+    return fail("--emit=exe, lib and obj write a file: -o needs a path (not "
+                "'-', standard output)");
+  if (outputFile != "-" && !listWeights && llvm::sys::fs::exists(outputFile) &&
+      llvm::sys::fs::equivalent(inputFile, outputFile))
+    return fail("the output '" + outputFile + "' is the input");
+  if (emit == Emit::Lib && !listWeights) {
+    llvm::SmallString<128> header(outputFile);
+    llvm::sys::path::replace_extension(header, ".h");
+    if (header == outputFile)
+      return fail("the library '" + outputFile +
+                  "' would be overwritten by its header (the same name with "
+                  ".h): name it libNAME.so");
+  }
   // Refuse an unwritable output before compiling anything.
   if (outputFile != "-" && !listWeights) {
     if (llvm::sys::fs::is_directory(outputFile))
