@@ -105,6 +105,10 @@ public:
         return fail("expected a quoted key");
       if (!consume(":"))
         return fail("expected ':' after '" + key + "'");
+      if ((key == "descr" && sawDescr) ||
+          (key == "fortran_order" && sawFortran) ||
+          (key == "shape" && sawShape))
+        return fail("duplicate key '" + key + "'");
       if (key == "descr") {
         if (!readString(descr))
           return fail("'descr' must be a string");
@@ -124,9 +128,11 @@ public:
           rest = rest.ltrim();
           size_t digits = rest.find_first_not_of("0123456789");
           uint64_t d;
-          if (digits == 0 || rest.substr(0, digits).getAsInteger(10, d) ||
-              d > (uint64_t(1) << 48))
+          if (digits == 0 || rest.substr(0, digits).getAsInteger(10, d))
             return fail("'shape' must hold non-negative integers");
+          if (d > (uint64_t(1) << 48))
+            return fail("'shape' has a dimension too large (" +
+                        rest.substr(0, digits) + ")");
           shape.push_back(static_cast<int64_t>(d));
           rest = rest.drop_front(digits == StringRef::npos ? rest.size()
                                                            : digits);
@@ -343,10 +349,18 @@ SafeTensorsFile::parse(std::unique_ptr<MemoryBuffer> buffer) {
     return formatError(file, "the JSON header is not an object");
 
   auto result = std::unique_ptr<SafeTensorsFile>(new SafeTensorsFile());
+  // Every tensor's byte range, to check that they tile the data.
+  std::vector<std::tuple<int64_t, int64_t, std::string>> ranges;
   for (auto &[key, value] : *root) {
     std::string name = key.str();
-    if (name == "__metadata__")
+    if (name == "__metadata__") {
+      const json::Object *metadata = value.getAsObject();
+      if (!metadata || llvm::any_of(*metadata, [](const auto &kv) {
+            return !kv.second.getAsString();
+          }))
+        return formatError(file, "__metadata__ must map names to strings");
       continue;
+    }
     auto bad = [&](const Twine &msg) {
       return formatError(file, "tensor '" + name + "': " + msg);
     };
@@ -394,7 +408,26 @@ SafeTensorsFile::parse(std::unique_ptr<MemoryBuffer> buffer) {
     entry.view.data = data.data() + *begin;
     entry.view.bytes = need;
     result->tensors[name] = std::move(entry);
+    ranges.emplace_back(*begin, *end, name);
   }
+  // As the format requires: the tensors cover the data exactly, without
+  // overlaps or holes (a file that is something else too is refused).
+  llvm::sort(ranges);
+  int64_t covered = 0;
+  for (const auto &[begin, end, name] : ranges) {
+    if (begin < covered)
+      return formatError(file, "tensor '" + name + "': data_offsets [" +
+                                   Twine(begin) + ", " + Twine(end) +
+                                   "] overlap another tensor's");
+    if (begin > covered)
+      return formatError(file, "bytes " + Twine(covered) + " to " +
+                                   Twine(begin) +
+                                   " of the data belong to no tensor");
+    covered = end;
+  }
+  if (uint64_t(covered) != data.size())
+    return formatError(file, Twine(data.size() - covered) +
+                                 " bytes of data after the last tensor");
   result->buffer = std::move(buffer);
   return result;
 }

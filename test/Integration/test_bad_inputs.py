@@ -85,6 +85,11 @@ def _bytes_with(weights, name, value):
     return safetensors_bytes({**weights, name: value})
 
 
+def _with_trailing_bytes(weights, junk):
+    data = safetensors_bytes(weights)
+    return data + junk
+
+
 WEIGHT_CASES = {
     "missing-weight": (lambda w: _bytes_without(w, "blocks.0.router.weight"),
                        ["weight 'blocks.0.router.weight' is missing"]),
@@ -120,6 +125,14 @@ WEIGHT_CASES = {
     "huge-shape": (lambda w: safetensors_bytes(w, {"blocks.0.norm.weight": {
         "dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 32]}}),
         ["tensor 'blocks.0.norm.weight': shape is too large"]),
+    # The format's own rule: the tensors tile the data, no overlaps or holes.
+    "overlapping-tensors": (lambda w: safetensors_bytes(w, {"blocks.0.router.weight": {
+        "dtype": "F32", "shape": [8, 4], "data_offsets": [0, 128]}}),
+        ["tensor 'blocks.0.router.weight': data_offsets [0, 128] overlap another tensor's"]),
+    "bytes-after-the-tensors": (lambda w: _with_trailing_bytes(w, b"junk"),
+                                ["4 bytes of data after the last tensor"]),
+    "metadata-not-strings": (lambda w: safetensors_bytes(w, {"__metadata__": {"step": 1}}),
+                             ["__metadata__ must map names to strings"]),
 }
 
 
@@ -153,6 +166,14 @@ def _npy(array, **kwargs):
     return buffer.getvalue()
 
 
+def _npy_with_header(header, array):
+    # Version 1.0: magic, version, header length, header padded with spaces
+    # and a newline to a multiple of 64 bytes.
+    text = header + " " * (-(10 + len(header) + 1) % 64) + "\n"
+    return (b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+            + array.tobytes())
+
+
 NPY_CASES = {
     "wrong-shape": (lambda: _npy(np.zeros((1, 5, 8), np.float32)),
                     ["input has shape [1, 5, 8], expected [B, 4, 8] with B >= 1"]),
@@ -180,6 +201,14 @@ NPY_CASES = {
                       ["Fortran-order arrays are not supported"]),
     "unknown-version": (lambda: b"\x93NUMPY\x07\x00" + b"\x00" * 16,
                         ["unsupported npy version 7"]),
+    "duplicate-key": (lambda: _npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 8), 'shape': (1, 4, 8), }",
+        np.zeros((1, 4, 8), np.float32)),
+        ["bad npy header: duplicate key 'shape'"]),
+    "huge-dimension": (lambda: _npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 4503599627370496), }",
+        np.zeros(0, np.float32)),
+        ["'shape' has a dimension too large (4503599627370496)"]),
 }
 
 
