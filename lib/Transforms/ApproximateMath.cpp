@@ -25,6 +25,15 @@ namespace {
 struct ApproximateMathPass
     : switchyard::impl::SwitchyardApproximateMathBase<ApproximateMathPass> {
   void runOnOperation() override {
+    // The erf approximation returns +0 for -0; erf is odd, and libm keeps
+    // the sign: copysign(erf(x), x), the same value for every other x.
+    getOperation()->walk([](math::ErfOp erf) {
+      OpBuilder b(erf->getContext());
+      b.setInsertionPointAfter(erf);
+      auto signed_ = math::CopySignOp::create(b, erf.getLoc(), erf.getResult(),
+                                              erf.getOperand());
+      erf.getResult().replaceAllUsesExcept(signed_, signed_);
+    });
     RewritePatternSet patterns(&getContext());
     // Only the functions whose approximations keep NaN, the infinities and
     // f32 accuracy within a few ulp (see the pass description); tanh's

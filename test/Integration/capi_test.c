@@ -148,6 +148,18 @@ int main(int argc, char **argv) {
   }
   CHECK(kept + block.dropped == 2 * B * S);
   CHECK(block.aux_loss > 0 && block.z_loss > 0);
+  /* For test_capi.py to compare with the reference: capacity, dropped,
+   * unrouted, the losses, then the counts. */
+  {
+    char text[512];
+    int n = snprintf(text, sizeof text, "%lld %lld %lld %.9g %.9g",
+                     (long long)block.capacity, (long long)block.dropped,
+                     (long long)block.unrouted, block.aux_loss, block.z_loss);
+    for (int64_t e = 0; e < block.num_experts; ++e)
+      n += snprintf(text + n, sizeof text - n, " %lld",
+                    (long long)block.expert_counts[e]);
+    CHECK(write_file(dir, "stats.txt", text, (size_t)n));
+  }
   FILE *f = fopen("/dev/null", "w");
   fprintf(f, "%g\n", sy_model_useful_flops(model, B, stats));
   fclose(f);

@@ -59,12 +59,15 @@ def weight_shapes(kind, D, E, F, *, activation, bias, router_bias,
 
 def build_block(kind, *, S, D, E=1, F, dtype="f32", batch=None,
                 activation="relu", bias=False, router_bias=False,
-                norm="none", residual=False, **options):
+                norm="none", residual=False, training=None, **options):
     """Returns (mlir text, [weight names in argument order], result types).
 
     `batch=None` makes the batch dimension dynamic. `options` are the layer's
-    options, named as in SEMANTICS.md and the reference.
+    options, named as in SEMANTICS.md and the reference. `training` holds
+    the training-only attributes (`jitter` of routed layers, `noise_std` of
+    soft MoE), which inference never applies and the reference does not take.
     """
+    training = training or {}
     shapes = weight_shapes(kind, D, E, F, activation=activation, bias=bias,
                            router_bias=router_bias, norm=norm,
                            slots_per_expert=options.get("slots_per_expert", 1))
@@ -109,7 +112,8 @@ def build_block(kind, *, S, D, E=1, F, dtype="f32", batch=None,
             ("reroute_dropped", options.get("reroute_dropped", False)),
             ("group", f"#moe.group<{group}>"),
             ("aux_loss_weight", _f64(options.get("aux_loss_weight", 0.01))),
-            ("z_loss_weight", _f64(options.get("z_loss_weight", 0.001)))])
+            ("z_loss_weight", _f64(options.get("z_loss_weight", 0.001))),
+            ("jitter", _f64(training["jitter"]) if "jitter" in training else None)])
         router = arg["router.weight"] + (f" bias {arg['router.bias']}" if router_bias else "")
         rtypes = [ttype("router.weight")] + ([ttype("router.bias")] if router_bias else [])
         results = [x_type, scalar_f32, scalar_f32, count, scalar_i64, scalar_i64, scalar_i64]
@@ -127,7 +131,8 @@ def build_block(kind, *, S, D, E=1, F, dtype="f32", batch=None,
             ("expert_capacity", f"{cap} : i64" if cap is not None else None),
             ("min_capacity", f"{options.get('min_capacity', 0)} : i64"),
             ("group", f"#moe.group<{group}>"),
-            ("z_loss_weight", _f64(options.get("z_loss_weight", 0.001)))])
+            ("z_loss_weight", _f64(options.get("z_loss_weight", 0.001))),
+            ("jitter", _f64(training["jitter"]) if "jitter" in training else None)])
         router = arg["router.weight"] + (f" bias {arg['router.bias']}" if router_bias else "")
         rtypes = [ttype("router.weight")] + ([ttype("router.bias")] if router_bias else [])
         results = [x_type, scalar_f32, count, scalar_i64, scalar_i64]
@@ -141,7 +146,8 @@ def build_block(kind, *, S, D, E=1, F, dtype="f32", batch=None,
             ("activation", act),
             ("slots_per_expert", f"{options.get('slots_per_expert', 1)} : i64"),
             ("normalize", "true" if options.get("normalize", True) else "false"),
-            ("group", f"#moe.group<{group}>")])
+            ("group", f"#moe.group<{group}>"),
+            ("noise_std", _f64(training["noise_std"]) if "noise_std" in training else None)])
         lines.append(
             f"%r = moe.soft_moe {h} phi({arg['soft.phi']} scale {arg['soft.scale']}) "
             f"experts({mlp}) {attrs} : "

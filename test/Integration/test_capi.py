@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -66,5 +67,15 @@ def test_library_through_its_header(tmp_path):
     expected_x = np.cos(0.11 * np.arange(3 * 8 * 16)).astype(np.float32).reshape(3, 8, 16)
     np.testing.assert_array_equal(x, expected_x)
     y = np.fromfile(tmp_path / "y.bin", dtype=np.float32).reshape(3, 8, 16)
-    expected, _ = ref.model_forward(load_model(tmp_path / "capi.yaml"), weights, x)
+    expected, stats = ref.model_forward(load_model(tmp_path / "capi.yaml"), weights, x)
     assert rel_error(y, expected) < 1e-5
+    # The moe block's statistics, as sy_stats_get returned them.
+    fields = (tmp_path / "stats.txt").read_text().split()
+    capacity, dropped, unrouted = map(int, fields[:3])
+    aux, z = map(float, fields[3:5])
+    counts = [int(c) for c in fields[5:]]
+    assert capacity == stats[1]["capacity"] == 4  # ceil(2 * 8 * 1.0 / 4)
+    assert dropped == stats[1]["dropped"] and unrouted == stats[1]["unrouted"]
+    assert counts == list(stats[1]["kept_per_expert"])
+    assert aux == pytest.approx(stats[1]["aux_loss"], rel=1e-5)
+    assert z == pytest.approx(stats[1]["z_loss"], rel=1e-5)

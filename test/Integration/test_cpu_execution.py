@@ -115,14 +115,15 @@ def reference_block(kind, x, w, norm, residual, options, activation):
 def run_block(rng, tmp_path_factory, kind, *, B=3, S=8, D=16, E=4, F=32,
               dtype="f32", activation="relu", bias=False, router_bias=False,
               norm="none", residual=False, static_batch=False, batches=None,
-              x_fn=None, weights_fn=None, check_near_ties=True, fusion=True, **options):
+              x_fn=None, weights_fn=None, check_near_ties=True, fusion=True, training=None,
+              **options):
     """Compiles one block (with the routing-level fusion passes, or without
     them: `fusion=False`), runs it on one or more batch sizes and checks every
     result against the reference. Returns the last (outputs, reference)."""
     text, names, result_types = build_block(
         kind, S=S, D=D, E=E, F=F, dtype=dtype, batch=B if static_batch else None,
         activation=activation, bias=bias, router_bias=router_bias, norm=norm,
-        residual=residual, **options)
+        residual=residual, training=training, **options)
     fn = compiled(text, result_types, tmp_path_factory,
                   "" if fusion else "fusion=false")
     shape_options = dict(activation=activation, bias=bias, router_bias=router_bias,
@@ -147,6 +148,12 @@ def run_block(rng, tmp_path_factory, kind, *, B=3, S=8, D=16, E=4, F=32,
         outs = fn(x, *[w[n] for n in names])
         expected, stats, _ = reference_block(kind, x, w64, norm, residual, options, activation)
         check_outputs(kind, outs, expected, stats, dtype)
+        if residual and dtype == "f32":
+            # The layer's own error, not diluted by the residual's x.
+            x64 = np.asarray(x, np.float64)
+            finite = np.isfinite(expected).all(-1)
+            err = rel_error((outs[0] - x64)[finite], (expected - x64)[finite])
+            assert err < TOLERANCE[dtype], f"relative error of the layer {err:.3e}"
         if kind in ("moe", "expert_choice") and not residual:
             # The same tokens are left with nothing: exactly zero rows.
             np.testing.assert_array_equal((outs[0] == 0).all(-1),
@@ -446,6 +453,16 @@ def test_norm_epsilon(rng, tmp_path_factory, norm):
 def test_soft_moe_epsilon(rng, tmp_path_factory):
     # ||x||^2 of about 1.6e-5 next to the 1e-6 of SEMANTICS.md section 5.
     run_block(rng, tmp_path_factory, "soft_moe", normalize=True, x_fn=lambda x: x * 1e-3)
+
+
+@pytest.mark.parametrize("kind, training", [
+    ("moe", {"jitter": 0.5}), ("expert_choice", {"jitter": 0.5}),
+    ("soft_moe", {"noise_std": 1.0})])
+def test_inference_never_applies_training_noise(rng, tmp_path_factory, kind, training):
+    # SEMANTICS.md sections 2 and 5: router jitter and soft-MoE logit noise
+    # are training-only; compiled for inference, the block is the reference
+    # without them (and the unfused path, which a jittered router takes).
+    run_block(rng, tmp_path_factory, kind, training=training)
 
 
 def test_biases(rng, tmp_path_factory):

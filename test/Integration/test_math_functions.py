@@ -97,6 +97,13 @@ def test_within_a_few_ulp_of_float64(compiled, op):
         assert y[9] == np.inf and y[10] == 0.0
     else:
         assert y[9] == 1.0 and y[10] == -1.0
+        # erf is odd: the sign of zero kept, and relative accuracy near zero,
+        # where an absolute bound says nothing (erf(1e-30) ~ 1.13e-30).
+        assert not np.signbit(y[3]) and np.signbit(y[4])
+        small = finite & (np.abs(x) < 1e-3) & (x != 0)
+        assert small.sum() > 2
+        rel = np.abs(y[small] - want[small]) / np.abs(want[small])
+        assert rel.max() < 4e-7, f"erf near zero: max relative error {rel.max():.3g}"
 
 
 @pytest.mark.parametrize("op", ["exp", "erf"])

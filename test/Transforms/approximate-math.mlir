@@ -13,8 +13,10 @@
 // CHECK:         arith.shli %{{.+}} : vector<16xi32>
 // CHECK:         arith.bitcast %{{.+}} : vector<16xi32> to vector<16xf32>
 // CHECK:         arith.divf %{{.+}} : vector<16xf32>
+// CHECK:         math.copysign %{{.+}}, %arg0 : vector<16xf32>
 // CHECK:         math.floor %{{.+}} : f32
 // CHECK:         arith.divf %{{.+}} : f32
+// CHECK:         math.copysign %{{.+}}, %arg1 : f32
 // CHECK-NOT:     math.exp
 // CHECK-NOT:     math.erf
 // CHECK:         return

@@ -153,6 +153,10 @@ KINDS = {
     "moe-dropless": dict(layer="moe", experts=4, d_ff=24, capacity_factor=None, bias=True),
     "expert_choice": dict(layer="expert_choice", norm="layer", experts=4, d_ff=24,
                           capacity_factor=1.5, router_bias=True),
+    # Every option at its default: the importer's defaults against the
+    # reference's (SEMANTICS.md), each filled in on its own side.
+    "moe-defaults": dict(layer="moe", experts=4, d_ff=24),
+    "expert_choice-defaults": dict(layer="expert_choice", experts=4, d_ff=24),
     "soft_moe": dict(layer="soft_moe", experts=3, slots_per_expert=2, d_ff=24,
                      activation="gelu"),
     "ffn": dict(layer="ffn", norm="rms", d_ff=24, activation="swiglu"),
@@ -168,7 +172,8 @@ def test_every_routing_kind_against_the_reference(kind, tmp_path):
     for batch in (1, 2, 5):  # one compiled model, any batch
         x = rng.standard_normal((batch, 8, 16)).astype(np.float32)
         result = compiled(x, weights=weights)
-        expected, stats = ref.model_forward(model.description, weights, x)
+        # The user's own description: the reference fills in its defaults.
+        expected, stats = ref.model_forward({"blocks": [KINDS[kind]]}, weights, x)
         assert result.output.shape == x.shape and result.output.dtype == np.float32
         assert rel_error(result.output, expected) < 1e-5
         got = result.stats["blocks"][0]
@@ -197,7 +202,8 @@ def test_bf16_model_with_ml_dtypes_arrays(tmp_path):
     x = rng.standard_normal((2, 8, 16)).astype(ml_dtypes.bfloat16)
     result = compiled(x, weights=weights)
     assert result.output.dtype == ml_dtypes.bfloat16
-    expected, _ = ref.model_forward(model.description, weights, x)
+    expected, _ = ref.model_forward(
+        {"blocks": [dict(layer="moe", norm="rms", experts=4, d_ff=24, top_k=2)]}, weights, x)
     assert rel_error(result.output.astype(np.float32), expected) < 2e-2
     # float32 inputs are converted to the model's dtype.
     again = compiled(x.astype(np.float32), weights=weights)
