@@ -115,6 +115,7 @@ typedef struct sy_block_stats {
   int64_t dropped;         /* dropped assignments, or -1 */
   int64_t unrouted;        /* tokens with nothing kept, or -1 */
   const int64_t *expert_counts; /* kept assignments per expert, or NULL */
+  double usage; /* kept assignments over E * C * groups, or NaN */
 } sy_block_stats;
 
 SY_API int64_t sy_stats_num_blocks(const sy_stats *stats);

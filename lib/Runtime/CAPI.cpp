@@ -264,6 +264,7 @@ sy_status sy_stats_get(const sy_stats *stats, int64_t block,
   out->dropped = b.dropped;
   out->unrouted = b.unrouted;
   out->expert_counts = b.expertCounts.empty() ? nullptr : b.expertCounts.data();
+  out->usage = b.usage;
   return SY_OK;
 }
 

@@ -234,6 +234,7 @@ void writeStats(raw_ostream &os, const Manifest &m, const RunStats &stats,
             j.attribute("dropped", b.dropped);
           if (b.unrouted >= 0)
             j.attribute("unrouted", b.unrouted);
+          number("usage", b.usage);
         });
       }
     });
@@ -338,6 +339,7 @@ static int runMain(int argc, char **argv) {
     bs.zLoss = s.z_loss;
     bs.dropped = s.dropped;
     bs.unrouted = s.unrouted;
+    bs.usage = s.usage;
     if (s.expert_counts)
       bs.expertCounts.assign(s.expert_counts, s.expert_counts + s.num_experts);
     runStats.blocks.push_back(std::move(bs));
@@ -390,6 +392,8 @@ static int runMain(int argc, char **argv) {
                                            }),
                            ", ")
              << "]";
+      if (std::isfinite(b.usage))
+        outs() << format(", usage %.3f", b.usage);
     }
     outs() << "\n";
   }

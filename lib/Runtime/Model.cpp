@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 
 #if defined(__linux__) && defined(__x86_64__)
 #include <sys/syscall.h>
@@ -507,6 +508,14 @@ std::optional<Model::Failure> Model::run(int64_t batch, const void *input,
   }
   for (int64_t p : toFree)
     freeCompiled(reinterpret_cast<void *>(p));
+  for (auto [b, block] : llvm::zip(local.blocks, m.blocks)) {
+    int64_t groups = block.group == "batch" ? 1 : batch;
+    double rows = double(b.expertCounts.size()) * b.capacity * groups;
+    if (b.capacity > 0 && !b.expertCounts.empty())
+      b.usage = double(std::accumulate(b.expertCounts.begin(),
+                                       b.expertCounts.end(), int64_t(0))) /
+                rows;
+  }
   if (failure)
     return failure;
   if (stats)

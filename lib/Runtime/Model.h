@@ -71,6 +71,9 @@ struct BlockStats {
   int64_t capacity = -1, dropped = -1, unrouted = -1;
   double auxLoss = NAN, zLoss = NAN;
   std::vector<int64_t> expertCounts;
+  /// Expert usage (SEMANTICS.md section 6): kept assignments over
+  /// E * C * groups, the share of the experts' rows that did work.
+  double usage = NAN;
 };
 struct RunStats {
   std::vector<BlockStats> blocks;

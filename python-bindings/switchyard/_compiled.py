@@ -3,6 +3,7 @@ pipeline as moec, and running the result through the artifact's C API."""
 
 import ctypes
 import json
+import math
 import os
 import pathlib
 import re
@@ -112,7 +113,7 @@ def load(path):
 class RunResult:
     """`output` [B, S, D] in the model's dtype, and `stats`: {"blocks": [per
     block: kind, capacity, aux_loss, z_loss, expert_counts, dropped,
-    unrouted; None where a block reports none], "aux_loss", "z_loss": sums
+    unrouted, usage; None where a block reports none], "aux_loss", "z_loss": sums
     over the blocks}."""
 
     def __init__(self, output, stats):
@@ -128,7 +129,8 @@ class _BlockStats(ctypes.Structure):
                 ("num_experts", ctypes.c_int64), ("capacity", ctypes.c_int64),
                 ("aux_loss", ctypes.c_double), ("z_loss", ctypes.c_double),
                 ("dropped", ctypes.c_int64), ("unrouted", ctypes.c_int64),
-                ("expert_counts", ctypes.POINTER(ctypes.c_int64))]
+                ("expert_counts", ctypes.POINTER(ctypes.c_int64)),
+                ("usage", ctypes.c_double)]
 
 
 class _Weights:
@@ -296,6 +298,7 @@ class CompiledModel:
                 "expert_counts": counts,
                 "dropped": None if s.dropped < 0 else s.dropped,
                 "unrouted": None if s.unrouted < 0 else s.unrouted,
+                "usage": None if math.isnan(s.usage) else s.usage,
             })
         total = {key: sum(b[key] for b in blocks if b[key] is not None)
                  for key in ("aux_loss", "z_loss")}

@@ -138,6 +138,7 @@ int main(int argc, char **argv) {
   CHECK(sy_stats_get(stats, 0, &block, NULL) == SY_OK);
   CHECK(strcmp(block.kind, "ffn") == 0 && !block.routed);
   CHECK(block.capacity == -1 && isnan(block.aux_loss) && !block.expert_counts);
+  CHECK(isnan(block.usage));
   CHECK(sy_stats_get(stats, 1, &block, NULL) == SY_OK);
   CHECK(strcmp(block.kind, "moe") == 0 && block.routed);
   CHECK(block.num_experts == 4 && block.expert_counts != NULL);
@@ -152,9 +153,10 @@ int main(int argc, char **argv) {
    * unrouted, the losses, then the counts. */
   {
     char text[512];
-    int n = snprintf(text, sizeof text, "%lld %lld %lld %.9g %.9g",
+    int n = snprintf(text, sizeof text, "%lld %lld %lld %.9g %.9g %.9g",
                      (long long)block.capacity, (long long)block.dropped,
-                     (long long)block.unrouted, block.aux_loss, block.z_loss);
+                     (long long)block.unrouted, block.aux_loss, block.z_loss,
+                     block.usage);
     for (int64_t e = 0; e < block.num_experts; ++e)
       n += snprintf(text + n, sizeof text - n, " %lld",
                     (long long)block.expert_counts[e]);

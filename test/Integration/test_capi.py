@@ -72,10 +72,11 @@ def test_library_through_its_header(tmp_path):
     # The moe block's statistics, as sy_stats_get returned them.
     fields = (tmp_path / "stats.txt").read_text().split()
     capacity, dropped, unrouted = map(int, fields[:3])
-    aux, z = map(float, fields[3:5])
-    counts = [int(c) for c in fields[5:]]
+    aux, z, usage = map(float, fields[3:6])
+    counts = [int(c) for c in fields[6:]]
     assert capacity == stats[1]["capacity"] == 4  # ceil(2 * 8 * 1.0 / 4)
     assert dropped == stats[1]["dropped"] and unrouted == stats[1]["unrouted"]
     assert counts == list(stats[1]["kept_per_expert"])
     assert aux == pytest.approx(stats[1]["aux_loss"], rel=1e-5)
     assert z == pytest.approx(stats[1]["z_loss"], rel=1e-5)
+    assert usage == pytest.approx(sum(counts) / (4 * capacity * 3), rel=1e-8)

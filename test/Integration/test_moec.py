@@ -36,6 +36,7 @@ def check_stats(stats_file, expected, batch, tolerance):
         assert got["capacity"] == want["capacity"]
         assert got["expert_counts"] == [int(c) for c in want["kept_per_expert"]]
         assert got["unrouted"] == want["unrouted"]
+        assert got["usage"] == pytest.approx(want["usage"], rel=1e-12)
         if want["kind"] == "moe":
             assert got["dropped"] == want["dropped"]
             assert got["aux_loss"] == pytest.approx(want["aux_loss"], rel=tolerance)

@@ -184,8 +184,11 @@ def test_every_routing_kind_against_the_reference(kind, tmp_path):
             assert got["unrouted"] == stats[0]["unrouted"]
             assert got["z_loss"] == pytest.approx(stats[0]["z_loss"], rel=1e-5)
             assert result.stats["z_loss"] == pytest.approx(got["z_loss"])
+            # Expert usage (SEMANTICS.md section 6): kept over E * C * groups.
+            assert got["usage"] == pytest.approx(stats[0]["usage"], rel=1e-12)
         else:
             assert got["capacity"] is None and got["expert_counts"] is None
+            assert got["usage"] is None
         if kind.startswith("moe"):
             assert got["aux_loss"] == pytest.approx(stats[0]["aux_loss"], rel=1e-5)
             assert got["dropped"] == stats[0]["dropped"]

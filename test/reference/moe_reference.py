@@ -293,7 +293,15 @@ def token_choice_layer(x, weights, *, top_k=1, capacity_factor=1.25, expert_capa
         dropped=int((~kept & routed[..., None]).sum()),
         unrouted=int((~kept.any(-1)).sum()),
         groups=NG, kept=kept, choices=choices, gates=gates, positions=positions)
+    stats["usage"] = _usage(stats, E)
     return y.reshape(x.shape), stats
+
+
+def _usage(stats, E):
+    """§6 expert usage: kept assignments over E * C * groups (None without
+    capacity)."""
+    rows = E * stats["capacity"] * stats["groups"]
+    return float(stats["kept_per_expert"].sum()) / rows if rows else None
 
 
 # --- §4 expert choice ---------------------------------------------------------------
@@ -342,6 +350,7 @@ def expert_choice_layer(x, weights, *, capacity_factor=2.0, expert_capacity=None
         kept_per_expert=(token_index >= 0).sum(axis=(0, 2)).astype(np.int64),
         dropped=None, unrouted=int(NG * G - sum(taken_per_group)),
         groups=NG, token_index=token_index)
+    stats["usage"] = _usage(stats, E)
     return y.reshape(x.shape), stats
 
 

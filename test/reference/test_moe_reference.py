@@ -247,6 +247,8 @@ def test_losses_with_zero_router():
     assert st["z_loss"] == pytest.approx(0.001 * lse**2, rel=1e-14)
     # C = ceil(4 * 1.25 / 3) = 2 per group: 2 of 4 tokens kept in each group.
     assert st["capacity"] == 2 and st["dropped"] == 4 and st["unrouted"] == 4
+    # Usage: 4 kept assignments over E * C * groups = 3 * 2 * 2 rows.
+    assert st["usage"] == pytest.approx(4 / 12, rel=1e-15)
 
 
 # --- §4 expert choice ----------------------------------------------------------------
@@ -260,6 +262,7 @@ def test_expert_choice_ties_to_smaller_token():
     assert (st["token_index"] == [0, 1]).all()
     assert st["unrouted"] == 8
     np.testing.assert_array_equal(st["kept_per_expert"], [4, 4, 4])
+    assert st["usage"] == 1.0  # every expert fills its C rows in both groups
     np.testing.assert_array_equal(y[:, 2:], 0.0)
     np.testing.assert_allclose(y[1, 0], sum(expert(w, e, x[1, 0]) for e in range(3)) / 3,
                                rtol=1e-14)
