@@ -278,10 +278,11 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
     if (auto attr = entry.getResultAttrOfType<StringAttr>(i, kResultAttrName))
       name = attr.str();
     // Statistics of a layer: name them after the layer op's result.
-    if (i > 0)
-      if (auto def = ret.getOperand(i).getDefiningOp();
-          def && blockIndex.count(def)) {
-        unsigned index = cast<OpResult>(ret.getOperand(i)).getResultNumber();
+    if (i > 0) {
+      Operation *def = ret.getOperand(i).getDefiningOp();
+      auto layerResult = dyn_cast<OpResult>(ret.getOperand(i));
+      if (def && blockIndex.count(def) && layerResult.getResultNumber() > 0) {
+        unsigned index = layerResult.getResultNumber();
         llvm::StringRef stat =
             isa<moe::TokenChoiceOp>(def)
                 ? llvm::ArrayRef(kTokenChoiceStats)[index - 1]
@@ -289,7 +290,13 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
         result.insert({"block", blockIndex[def]});
         result.insert({"stat", stat});
         name = "blocks." + std::to_string(blockIndex[def]) + "." + stat.str();
+      } else {
+        entry.emitWarning("result ")
+            << i
+            << " is not a statistic of a layer op: the artifact does not "
+               "report it";
       }
+    }
     result.insert({"name", name});
     llvm::json::Array shape;
     for (int64_t d : t.getShape())

@@ -201,6 +201,21 @@ float elementAsFloat(const char *data, DType t, int64_t i) {
   return NAN;
 }
 
+/// One number as printf writes it.
+std::string printed(const char *spec, double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, spec, value);
+  return text;
+}
+
+/// Whether the entry function returns statistic `stat` of block `block` (a
+/// hand-written .mlir model may return only some, or none).
+bool returns(const Manifest &m, size_t block, StringRef stat) {
+  return llvm::any_of(m.results, [&](const Manifest::Result &r) {
+    return r.block == int64_t(block) && r.stat == stat;
+  });
+}
+
 void writeStats(raw_ostream &os, const Manifest &m, const RunStats &stats,
                 int64_t batch) {
   json::OStream j(os, 2);
@@ -221,20 +236,24 @@ void writeStats(raw_ostream &os, const Manifest &m, const RunStats &stats,
             else
               j.attribute(key, nullptr); // JSON has no NaN
           };
+          // Only what the entry function returned.
           if (b.capacity >= 0)
             j.attribute("capacity", b.capacity);
-          if (b.kind == "moe")
+          if (returns(m, i, "aux_loss"))
             number("aux_loss", b.auxLoss);
-          number("z_loss", b.zLoss);
-          j.attributeArray("expert_counts", [&] {
-            for (int64_t c : b.expertCounts)
-              j.value(c);
-          });
+          if (returns(m, i, "z_loss"))
+            number("z_loss", b.zLoss);
+          if (!b.expertCounts.empty())
+            j.attributeArray("expert_counts", [&] {
+              for (int64_t c : b.expertCounts)
+                j.value(c);
+            });
           if (b.dropped >= 0)
             j.attribute("dropped", b.dropped);
           if (b.unrouted >= 0)
             j.attribute("unrouted", b.unrouted);
-          number("usage", b.usage);
+          if (std::isfinite(b.usage))
+            j.attribute("usage", b.usage);
         });
       }
     });
@@ -378,22 +397,31 @@ static int runMain(int argc, char **argv) {
   for (auto [i, b] : llvm::enumerate(runStats.blocks)) {
     outs() << format("  block %zu %-13s", i, b.kind.c_str());
     if (b.routed) {
-      outs() << format(" capacity %lld", (long long)b.capacity);
-      if (b.kind == "moe")
-        outs() << format(", aux_loss %.6g", b.auxLoss);
-      outs() << format(", z_loss %.6g", b.zLoss);
+      // Only what the entry function returned.
+      SmallVector<std::string> parts;
+      if (b.capacity >= 0)
+        parts.push_back("capacity " + std::to_string(b.capacity));
+      if (returns(m, i, "aux_loss"))
+        parts.push_back(printed("aux_loss %.6g", b.auxLoss));
+      if (returns(m, i, "z_loss"))
+        parts.push_back(printed("z_loss %.6g", b.zLoss));
       if (b.dropped >= 0)
-        outs() << format(", dropped %lld", (long long)b.dropped);
-      outs() << format(", unrouted %lld, kept per expert [",
-                       (long long)b.unrouted);
-      outs() << llvm::join(llvm::map_range(b.expertCounts,
-                                           [](int64_t c) {
-                                             return std::to_string(c);
-                                           }),
-                           ", ")
-             << "]";
+        parts.push_back("dropped " + std::to_string(b.dropped));
+      if (b.unrouted >= 0)
+        parts.push_back("unrouted " + std::to_string(b.unrouted));
+      if (!b.expertCounts.empty())
+        parts.push_back("kept per expert [" +
+                        llvm::join(llvm::map_range(b.expertCounts,
+                                                   [](int64_t c) {
+                                                     return std::to_string(c);
+                                                   }),
+                                   ", ") +
+                        "]");
       if (std::isfinite(b.usage))
-        outs() << format(", usage %.3f", b.usage);
+        parts.push_back(printed("usage %.3f", b.usage));
+      outs() << " "
+             << (parts.empty() ? "(no statistics returned)"
+                               : llvm::join(parts, ", "));
     }
     outs() << "\n";
   }
