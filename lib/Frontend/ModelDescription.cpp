@@ -181,8 +181,12 @@ std::optional<Entry> Parser::readEntry(yaml::KeyValueNode &kv) {
     return std::nullopt;
   }
   e.valueNode = kv.getValue();
-  if (!e.valueNode)
+  if (!e.valueNode) {
+    // LLVM's YAML parser gives no value, and no error, when what follows
+    // the key cannot start one (a '%' directive inside a document).
+    error(e.keyNode, "cannot read a value for '" + e.key + "'");
     return std::nullopt;
+  }
   if (auto *alias = dyn_cast<yaml::AliasNode>(e.valueNode)) {
     error(e.keyNode, "YAML aliases ('*" + alias->getName() +
                          "') are not supported: write the value of '" + e.key +
@@ -338,6 +342,11 @@ Expected<ModelDescription> Parser::parse() {
                    "expected one YAML document, found a second");
     return !stream.failed();
   }();
+  // Every failure above reports itself, and LLVM's YAML scanner reports its
+  // own errors; should one ever fail silently, the user still gets a
+  // message rather than an empty one.
+  if (!ok && message.empty())
+    error(nullptr, "the model description is not valid YAML");
   if (!ok || !message.empty())
     return makeError();
   if (model.name.empty())
