@@ -26,6 +26,16 @@ using namespace mlir;
 
 void switchyard::buildCPUPipeline(OpPassManager &pm,
                                   const CPUPipelineOptions &options) {
+  // The pipeline nests its own function passes and ends with module passes
+  // (weight packing, the lowering to LLVM): it runs on a module.
+  std::optional<StringRef> anchor = pm.getOpName();
+  if (anchor && *anchor != ModuleOp::getOperationName())
+    llvm::report_fatal_error(
+        "switchyard-cpu-pipeline runs on a builtin.module, not nested under '" +
+            *anchor +
+            "': use --switchyard-cpu-pipeline or "
+            "--pass-pipeline='builtin.module(switchyard-cpu-pipeline)'",
+        /*gen_crash_diag=*/false);
   CPUStage stage = options.stopAfter;
   // Layer level -> routing level.
   OpPassManager &funcPm = pm.nest<func::FuncOp>();

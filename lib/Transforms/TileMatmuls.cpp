@@ -246,11 +246,41 @@ struct TileMatmulsPass
     : switchyard::impl::SwitchyardTileMatmulsBase<TileMatmulsPass> {
   using Base::Base;
 
+  /// Tile sizes the tiling can use: positive (a size of 0 or less made the
+  /// upstream tiling drop the product or crash), and thread blocks at least
+  /// a register tile.
+  LogicalResult checkOptions() {
+    for (auto [name, value] :
+         {std::pair<StringRef, int64_t>{"thread-tile-m", threadTileM},
+          {"thread-tile-n", threadTileN},
+          {"reduction-tile-k", reductionTileK},
+          {"register-tile-m", registerTileM},
+          {"register-tile-n", registerTileN}})
+      if (value < 1)
+        return getOperation().emitError("switchyard-tile-matmuls: ")
+               << name << " must be at least 1, got " << value;
+    if (threadTileM < registerTileM || threadTileN < registerTileN)
+      return getOperation().emitError(
+                 "switchyard-tile-matmuls: a thread block (thread-tile-m x "
+                 "thread-tile-n = ")
+             << int64_t(threadTileM) << " x " << int64_t(threadTileN)
+             << ") must hold a register tile (register-tile-m x "
+                "register-tile-n = "
+             << int64_t(registerTileM) << " x " << int64_t(registerTileN)
+             << ")";
+    return success();
+  }
+
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     MLIRContext *ctx = &getContext();
+    if (failed(checkOptions()))
+      return signalPassFailure();
     SmallVector<std::pair<linalg::LinalgOp, ProductDims>> products;
     func.walk([&](linalg::LinalgOp op) {
+      // A product with an empty static dimension has nothing to tile.
+      if (llvm::is_contained(op.getStaticLoopRanges(), 0))
+        return;
       if (std::optional<ProductDims> dims = getProductDims(op))
         products.push_back({op, *dims});
     });

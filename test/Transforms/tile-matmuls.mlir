@@ -1,4 +1,10 @@
 // RUN: moe-opt %s --switchyard-tile-matmuls='thread-tile-m=16 thread-tile-n=64 reduction-tile-k=32 register-tile-m=4 register-tile-n=16' | FileCheck %s
+// Tile sizes the tiling cannot use are errors (a negative one once dropped
+// the product, a thread block smaller than a register tile crashed).
+// RUN: not moe-opt %s --switchyard-tile-matmuls='register-tile-n=-1' 2>&1 | FileCheck %s --check-prefix=NEGATIVE
+// NEGATIVE: error: switchyard-tile-matmuls: register-tile-n must be at least 1, got -1
+// RUN: not moe-opt %s --switchyard-tile-matmuls='thread-tile-m=4' 2>&1 | FileCheck %s --check-prefix=SMALL-BLOCK
+// SMALL-BLOCK: error: switchyard-tile-matmuls: a thread block (thread-tile-m x thread-tile-n = 4 x 256) must hold a register tile (register-tile-m x register-tile-n = 8 x 32)
 
 // Blocks for threads (scf.forall), reduction panels, register tiles with the
 // columns outside the rows; full register tiles become a vector.contract
@@ -248,4 +254,13 @@ func.func @packed_amx_zero(%a: tensor<4x?x4x8x16x2xbf16>, %b: tensor<4x6x4x16x32
     linalg.yield %s : f32
   } -> tensor<4x?x6x8x32xf32>
   return %0 : tensor<4x?x6x8x32xf32>
+}
+
+// A product with an empty reduction has nothing to tile: left as it is.
+
+// CHECK-LABEL: func.func @empty_reduction
+// CHECK:         linalg.matmul
+func.func @empty_reduction(%a: tensor<40x0xf32>, %b: tensor<0x96xf32>, %c: tensor<40x96xf32>) -> tensor<40x96xf32> {
+  %0 = linalg.matmul ins(%a, %b : tensor<40x0xf32>, tensor<0x96xf32>) outs(%c : tensor<40x96xf32>) -> tensor<40x96xf32>
+  return %0 : tensor<40x96xf32>
 }

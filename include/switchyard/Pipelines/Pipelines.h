@@ -30,11 +30,13 @@ struct CPUPipelineOptions
     : public mlir::PassPipelineOptions<CPUPipelineOptions> {
   Option<bool> parallel{*this, "parallel",
                         llvm::cl::desc("Run independent loops on OpenMP "
-                                       "threads (scf.parallel -> omp)"),
+                                       "threads (scf.parallel -> omp); "
+                                       "default true"),
                         llvm::cl::init(true)};
   Option<bool> fusion{*this, "fusion",
                       llvm::cl::desc("Run the moe fusion passes "
-                                     "(moe-fuse-experts)"),
+                                     "(moe-fuse-router, moe-fuse-experts, "
+                                     "moe-fuse-soft); default true"),
                       llvm::cl::init(true)};
   Option<bool> bf16DotProducts{
       *this, "bf16-dot-products",

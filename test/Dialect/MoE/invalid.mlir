@@ -30,6 +30,44 @@ func.func @router_dtype(%x: tensor<2x8x16xf32>, %wr: tensor<16x4xbf16>, %w1: ten
 
 // -----
 
+// Layer weights are static and non-empty: a dynamic E once folded the
+// capacity to 0, and an empty reduction crashed the tiling.
+func.func @dynamic_experts(%x: tensor<2x8x16xf32>, %wr: tensor<16x?xf32>, %w1: tensor<?x16x32xf32>, %w2: tensor<?x32x16xf32>) {
+  // expected-error @+1 {{expected router_weight to have a static shape, but found 'tensor<16x?xf32>'}}
+  %r:7 = moe.token_choice %x router(%wr) experts(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x16xf32>, tensor<16x?xf32>, tensor<?x16x32xf32>, tensor<?x32x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>, tensor<?xi64>, tensor<i64>, tensor<i64>, tensor<i64>)
+  return
+}
+
+// -----
+
+func.func @empty_ffn(%x: tensor<?x8x16xf32>, %w1: tensor<16x0xf32>, %w2: tensor<0x16xf32>) {
+  // expected-error @+1 {{expected w1 to have no empty dimension, but found 'tensor<16x0xf32>'}}
+  %y = moe.ffn %x weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<?x8x16xf32>, tensor<16x0xf32>, tensor<0x16xf32>) -> tensor<?x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @empty_sequence(%x: tensor<2x0x16xf32>, %w1: tensor<16x32xf32>, %w2: tensor<32x16xf32>) {
+  // expected-error @+1 {{expected x to have no empty dimension, but found 'tensor<2x0x16xf32>'}}
+  %y = moe.ffn %x weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x0x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>) -> tensor<2x0x16xf32>
+  return
+}
+
+// -----
+
+func.func @dynamic_width(%x: tensor<2x8x?xf32>, %phi: tensor<16x4xf32>, %s: tensor<f32>, %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{expected x to have a static model width D, but found 'tensor<2x8x?xf32>'}}
+  %y = moe.soft_moe %x phi(%phi scale %s) experts(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
+      : (tensor<2x8x?xf32>, tensor<16x4xf32>, tensor<f32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x?xf32>
+  return
+}
+
+// -----
+
 func.func @experts_count(%x: tensor<2x8x16xf32>, %wr: tensor<16x4xf32>, %w1: tensor<3x16x32xf32>, %w2: tensor<3x32x16xf32>) {
   // expected-error @+1 {{expected w1 to have E = 4 experts (from router_weight), but found 3}}
   %r:7 = moe.token_choice %x router(%wr) experts(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
@@ -487,6 +525,15 @@ func.func @grouped_experts_count(%r: tensor<10x16xf32>, %off: tensor<4xi64>, %w1
 func.func @ec_route_shape(%p: tensor<2x8x4xf32>, %c: index) {
   // expected-error @+1 {{expected tokens of shape [NG, E, C] = [2, 4, ?], but found [2, 8, 4]}}
   %t:2 = moe.expert_choice_route %p, %c : (tensor<2x8x4xf32>, index) -> (tensor<2x8x4xi64>, tensor<2x8x4xf32>)
+  return
+}
+
+// -----
+
+func.func @ec_route_capacity_past_group(%p: tensor<2x8x4xf32>) {
+  %c = arith.constant 20 : index
+  // expected-error @+1 {{expected the capacity C = 20 to be at most the group size G = 8}}
+  %t:2 = moe.expert_choice_route %p, %c : (tensor<2x8x4xf32>, index) -> (tensor<2x4x20xi64>, tensor<2x4x20xf32>)
   return
 }
 

@@ -218,11 +218,48 @@ static LogicalResult verifySameType(Operation *op, StringRef resultName,
 // Layer level
 //===----------------------------------------------------------------------===//
 
+/// A layer's weights have static shapes without empty dimensions (E, D and F
+/// fold into capacities, tiles and packed layouts), and its input no empty
+/// static dimension: a dynamic E once folded the capacity to 0, and an empty
+/// reduction crashed the tiling.
+static LogicalResult
+verifyLayerShapes(Operation *op, Value x,
+                  ArrayRef<std::pair<StringRef, Value>> weights) {
+  for (auto [name, value] : weights) {
+    if (!value)
+      continue;
+    auto type = cast<RankedTensorType>(value.getType());
+    if (!type.hasStaticShape())
+      return op->emitOpError("expected ")
+             << name << " to have a static shape, but found " << type;
+    if (llvm::is_contained(type.getShape(), 0))
+      return op->emitOpError("expected ")
+             << name << " to have no empty dimension, but found " << type;
+  }
+  if (llvm::is_contained(shapeOf(x), 0))
+    return op->emitOpError("expected x to have no empty dimension, but found ")
+           << x.getType();
+  if (ShapedType::isDynamic(shapeOf(x).back()))
+    return op->emitOpError("expected x to have a static model width D, but "
+                           "found ")
+           << x.getType();
+  return success();
+}
+
 /// What token- and expert-choice layers share: the router, the expert
 /// weights (E from the router), the z-loss weight, jitter and the results.
 template <typename RoutedLayerOp>
 static LogicalResult verifyRoutedLayer(RoutedLayerOp op) {
   Operation *operation = op.getOperation();
+  if (failed(verifyLayerShapes(operation, op.getX(),
+                               {{"router_weight", op.getRouterWeight()},
+                                {"router_bias", op.getRouterBias()},
+                                {"w1", op.getW1()},
+                                {"wg", op.getWg()},
+                                {"w2", op.getW2()},
+                                {"b1", op.getB1()},
+                                {"b2", op.getB2()}})))
+    return failure();
   int64_t d = dimOf(op.getX(), 2);
   if (failed(verifyRouter(operation, d, op.getRouterWeight(),
                           op.getRouterBias())))
@@ -274,6 +311,14 @@ LogicalResult SoftMoEOp::verify() {
   int64_t slots = getSlotsPerExpert();
   if (slots < 1)
     return emitOpError("expected slots_per_expert >= 1, but found ") << slots;
+  if (failed(verifyLayerShapes(op, getX(),
+                               {{"phi", getPhi()},
+                                {"w1", getW1()},
+                                {"wg", getWg()},
+                                {"w2", getW2()},
+                                {"b1", getB1()},
+                                {"b2", getB2()}})))
+    return failure();
   if (failed(verifyExpertWeights(op, elementTypeOf(getX()), d, kAny, "",
                                  getW1(), getWg(), getW2(), getB1(), getB2(),
                                  getActivation(), /*hasExpertDim=*/true)))
@@ -292,6 +337,13 @@ LogicalResult SoftMoEOp::verify() {
 }
 
 LogicalResult FFNOp::verify() {
+  if (failed(verifyLayerShapes(getOperation(), getX(),
+                               {{"w1", getW1()},
+                                {"wg", getWg()},
+                                {"w2", getW2()},
+                                {"b1", getB1()},
+                                {"b2", getB2()}})))
+    return failure();
   if (failed(verifyExpertWeights(getOperation(), elementTypeOf(getX()),
                                  dimOf(getX(), 2), kAny, "", getW1(), getWg(),
                                  getW2(), getB1(), getB2(), getActivation(),
@@ -583,6 +635,16 @@ LogicalResult ExpertChoiceRouteOp::verify() {
       failed(verifyShape(op, "gates", getGates(), shapeOf(getTokens()),
                          "[NG, E, C]")))
     return failure();
+  // An expert picks C of the group's G tokens (SEMANTICS.md section 4 caps
+  // C at G); the lowering reads C sorted tokens of G.
+  int64_t g = dimOf(probs, 1), c = dimOf(getTokens(), 2);
+  APInt constant;
+  if (ShapedType::isDynamic(c) &&
+      matchPattern(getCapacity(), m_ConstantInt(&constant)))
+    c = constant.getSExtValue();
+  if (!ShapedType::isDynamic(g) && !ShapedType::isDynamic(c) && c > g)
+    return emitOpError("expected the capacity C = ")
+           << c << " to be at most the group size G = " << g;
   return verifyCapacityDim(op, getCapacity(), dimOf(getTokens(), 2));
 }
 
