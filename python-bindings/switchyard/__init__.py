@@ -16,5 +16,11 @@ from ._compiled import CompiledModel, Lowered, RunResult, compile, load
 
 STAGES = ("layer", "routing", "fused", "linalg", "loops", "llvm")
 
+try:
+    from importlib.metadata import version as _version
+    __version__ = _version("switchyard")
+except Exception:  # not installed as a distribution (a source checkout)
+    __version__ = "unknown"
+
 __all__ = ["Model", "compile", "load", "CompiledModel", "Lowered", "RunResult",
            "ModelError", "CompileError", "STAGES"]

@@ -9,6 +9,7 @@ import pathlib
 import re
 import shutil
 import tempfile
+import weakref
 
 import ml_dtypes
 import numpy as np
@@ -93,10 +94,16 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
         return Lowered(stage, result)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
     library = workdir / "libmodel.so"
-    result = _switchyard.compile(text, file_name, "llvm", opt_level, parallel,
-                                 fusion, bf16_dot_products, bf16_amx, print_ir_after_all,
-                                 str(library), _RUNTIME)
-    compiled = CompiledModel(library)
+    try:
+        result = _switchyard.compile(text, file_name, "llvm", opt_level, parallel,
+                                     fusion, bf16_dot_products, bf16_amx,
+                                     print_ir_after_all, str(library), _RUNTIME)
+        compiled = CompiledModel(library)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    # The library stays mapped once loaded; its folder goes with the model.
+    weakref.finalize(compiled, shutil.rmtree, str(workdir), True)
     compiled.passes = list(result.passes)
     compiled.ir_after_all_text = result.ir_after_all
     compiled.ir_after_all = _split_dumps(result.ir_after_all)
@@ -106,8 +113,24 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
 
 def load(path):
     """A CompiledModel from a library written by CompiledModel.save (or by
-    `moec --emit=lib`)."""
-    return CompiledModel(pathlib.Path(path))
+    `moec --emit=lib`). The library is loaded from a private copy: the
+    dynamic loader caches libraries by path, so loading a file that was
+    replaced since would otherwise return the old one."""
+    path = pathlib.Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such library: {path}")
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
+    try:
+        copy = workdir / path.name
+        shutil.copyfile(path, copy)
+        if path.with_suffix(".h").is_file():  # for save()
+            shutil.copyfile(path.with_suffix(".h"), copy.with_suffix(".h"))
+        compiled = CompiledModel(copy)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    weakref.finalize(compiled, shutil.rmtree, str(workdir), True)
+    return compiled
 
 
 class RunResult:
@@ -148,7 +171,8 @@ class CompiledModel:
     """A compiled model: call it on numpy arrays, save it, inspect it."""
 
     def __init__(self, library):
-        self.library = pathlib.Path(library)
+        # An absolute path: dlopen searches the library path for a bare name.
+        self.library = pathlib.Path(library).resolve()
         if not self.library.exists():
             raise FileNotFoundError(f"no such library: {self.library}")
         self._lib = lib = ctypes.CDLL(str(self.library))
@@ -318,8 +342,13 @@ class CompiledModel:
         if path.with_suffix(".h") == path:
             raise ValueError(f"the library {str(path)!r} would be overwritten by its header "
                              "(the same name with .h): name it libNAME.so")
-        shutil.copyfile(self.library, path)
-        header = self.library.with_suffix(".h")
-        if header.exists():
-            shutil.copyfile(header, path.with_suffix(".h"))
+        # Through a temporary file and a rename: a process that has the old
+        # file loaded keeps its mapping instead of crashing on a rewrite.
+        for source, target in ((self.library, path),
+                               (self.library.with_suffix(".h"), path.with_suffix(".h"))):
+            if not source.exists():
+                continue
+            temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
         return path

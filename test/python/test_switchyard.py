@@ -4,6 +4,7 @@ every routing kind against the float64 reference at any batch, bf16, errors
 (a failing pipeline names the moe-opt command that reproduces it), and a
 round trip through save/load."""
 
+import gc
 import pathlib
 import shlex
 import subprocess
@@ -354,6 +355,30 @@ def test_save_and_load_round_trip(tmp_path):
     weights = random_weights(compiled, np.random.default_rng(9))
     np.testing.assert_array_equal(loaded(x, weights=weights).output,
                                   compiled(x, weights=weights).output)
+
+
+def test_libraries_on_disk(tmp_path, monkeypatch):
+    """What an embedding process relies on: a bare relative name loads the
+    file in the working folder (not one on the library path), saving over a
+    loaded library leaves the loaded one working and a new load sees the new
+    file, and compile's temporary folder goes with its model."""
+    small = dict(d_model=16, seq_len=4)
+    first = sy.compile(sy.Model(**small, name="first", blocks=[dict(layer="ffn", d_ff=16)]))
+    second = sy.compile(sy.Model(**small, name="second", blocks=[dict(layer="ffn", d_ff=32)]))
+    monkeypatch.chdir(tmp_path)
+    first.save("libm.so")
+    loaded = sy.load("libm.so")
+    assert loaded.name == "first"
+    x = np.ones((1, 4, 16), np.float32)
+    before = loaded(x, seed=1).output
+    second.save("libm.so")  # over the loaded file
+    np.testing.assert_array_equal(loaded(x, seed=1).output, before)
+    assert sy.load("libm.so").name == "second"
+    workdir = first.library.parent
+    assert workdir.exists()
+    del first
+    gc.collect()
+    assert not workdir.exists()
 
 
 def test_runs_reuse_their_buffers():
