@@ -7,6 +7,7 @@
 #include "switchyard/Conversion/MoEToLinalg/MoEToLinalg.h"
 #include "switchyard/Conversion/Passes.h"
 #include "switchyard/Dialect/MoE/IR/MoEDialect.h"
+#include "switchyard/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Transforms/DialectConversion.h"
 
@@ -25,6 +26,20 @@ struct ConvertMoEToLinalgPass
 
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
+    // Layer ops are moe-decompose's to take apart: say so, rather than
+    // leave the conversion's "failed to legalize".
+    WalkResult layers = getOperation()->walk([](Operation *op) {
+      if (!isa<switchyard::moe::TokenChoiceOp, switchyard::moe::ExpertChoiceOp,
+               switchyard::moe::SoftMoEOp, switchyard::moe::FFNOp>(op))
+        return WalkResult::advance();
+      op->emitError("'")
+          << op->getName()
+          << "' is a layer-level op: run moe-decompose first (or the whole "
+             "--switchyard-cpu-pipeline)";
+      return WalkResult::interrupt();
+    });
+    if (layers.wasInterrupted())
+      return signalPassFailure();
     ConversionTarget target(*ctx);
     target.addLegalDialect<arith::ArithDialect, linalg::LinalgDialect,
                            math::MathDialect, scf::SCFDialect,
