@@ -66,6 +66,22 @@ struct HoistWeightPackingPass
           HoistWeightPackingPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    // The first module pass of the CPU pipeline after the lowering to
+    // linalg, whose function passes reach the module's own functions only:
+    // a moe op left anywhere (a function in a nested module) would reach
+    // the LLVM dialect untouched.
+    WalkResult left = module->walk([](Operation *op) {
+      if (op->getDialect() && op->getDialect()->getNamespace() == "moe") {
+        op->emitError("'")
+            << op->getName()
+            << "' was not lowered: the CPU pipeline lowers the functions at "
+               "the top level of the module";
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (left.wasInterrupted())
+      return signalPassFailure();
     SmallVector<func::FuncOp> funcs(module.getOps<func::FuncOp>());
     SmallVector<Attribute> records;
     for (func::FuncOp func : funcs)

@@ -144,6 +144,11 @@ def SwitchyardHoistWeightPacking
     What it saves: a run reads the weights once, in the packed layout,
     instead of reading and writing them to pack them (150 MB, about a third
     of the Switch block's time at B=4).
+
+    As the CPU pipeline's first module pass after the lowering to linalg, it
+    also fails on any moe op left in the module: the pipeline's function
+    passes lower the module's own functions, not those of a nested module,
+    which would otherwise reach the LLVM dialect untouched.
   }];
   let dependentDialects = [
     "::mlir::func::FuncDialect",
