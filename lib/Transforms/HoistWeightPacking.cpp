@@ -84,9 +84,22 @@ struct HoistWeightPackingPass
       return signalPassFailure();
     SmallVector<func::FuncOp> funcs(module.getOps<func::FuncOp>());
     SmallVector<Attribute> records;
-    for (func::FuncOp func : funcs)
+    func::FuncOp hoisted;
+    for (func::FuncOp func : funcs) {
+      size_t before = records.size();
       if (failed(hoist(func, records)))
         return signalPassFailure();
+      if (records.size() == before)
+        continue;
+      // The manifest lists the packed weights of one entry.
+      if (hoisted) {
+        func.emitError("packed weights in two functions, '")
+            << hoisted.getName() << "' and '" << func.getName()
+            << "': switchyard.prepack describes one entry's";
+        return signalPassFailure();
+      }
+      hoisted = func;
+    }
     if (!records.empty())
       module->setAttr(kPrepack, ArrayAttr::get(&getContext(), records));
   }
@@ -114,6 +127,16 @@ struct HoistWeightPackingPass
     }
     if (packed.empty())
       return success();
+    // A function that is called keeps packing its weights: its callers pass
+    // them as they are.
+    auto module = func->getParentOfType<ModuleOp>();
+    if (!SymbolTable::symbolKnownUseEmpty(func, module))
+      return success();
+    std::string prepackName = (func.getName() + "_prepack").str();
+    if (SymbolTable::lookupSymbolIn(module, prepackName))
+      return func.emitError("cannot hoist the weight packing into '")
+             << prepackName
+             << "': the module already has a symbol of that name";
 
     // <entry>_prepack(weights) -> packed weights, with the entry's C
     // interface.
@@ -123,9 +146,8 @@ struct HoistWeightPackingPass
       results.push_back(p.packs.front().getResult()[0].getType());
     }
     OpBuilder b(func);
-    auto prepack = func::FuncOp::create(
-        b, func.getLoc(), (func.getName() + "_prepack").str(),
-        b.getFunctionType(inputs, results));
+    auto prepack = func::FuncOp::create(b, func.getLoc(), prepackName,
+                                        b.getFunctionType(inputs, results));
     prepack->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
     Block *body = prepack.addEntryBlock();
     b.setInsertionPointToStart(body);

@@ -51,3 +51,29 @@ module {
     return %p, %w : tensor<2x2x16x32xf32>, tensor<2x16x64xf32>
   }
 }
+
+// -----
+
+// A function that is called keeps packing its weights: its callers pass them
+// unpacked, and a prepack function would not reach them.
+
+// CHECK-NOT: switchyard.prepack
+// CHECK-LABEL: func.func @forward
+// CHECK:         linalg.transpose
+// CHECK-LABEL: func.func @caller
+// CHECK-NOT: func.func @forward_prepack
+module {
+  func.func @forward(%w: tensor<2x16x64xf32> {switchyard.weight = "w1"}) -> tensor<2x2x16x32xf32> {
+    %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+        : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
+    %init = tensor.empty() : tensor<2x2x16x32xf32>
+    %p = linalg.transpose ins(%e : tensor<2x16x2x32xf32>) outs(%init : tensor<2x2x16x32xf32>)
+        permutation = [0, 2, 1, 3] {switchyard.pack_weight}
+    return %p : tensor<2x2x16x32xf32>
+  }
+  func.func @caller(%w: tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32> {
+    %r = func.call @forward(%w) : (tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32>
+    return %r : tensor<2x2x16x32xf32>
+  }
+}
+

@@ -145,6 +145,11 @@ def SwitchyardHoistWeightPacking
     instead of reading and writing them to pack them (150 MB, about a third
     of the Switch block's time at B=4).
 
+    A function that is called keeps packing its weights (its callers pass
+    them unpacked); a module whose `<entry>_prepack` name is taken, or with
+    packed weights in two functions (`switchyard.prepack` describes one
+    entry's), is an error.
+
     As the CPU pipeline's first module pass after the lowering to linalg, it
     also fails on any moe op left in the module: the pipeline's function
     passes lower the module's own functions, not those of a nested module,
