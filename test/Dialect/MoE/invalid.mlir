@@ -663,7 +663,7 @@ func.func @routed_experts_width(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, %
 // -----
 
 func.func @routed_experts_result(%x: tensor<2x8x16xf32>, %e: tensor<2x8x1xi64>, %k: tensor<2x8x1xi1>, %g: tensor<2x8x1xf32>, %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) {
-  // expected-error @+1 {{expected y}}
+  // expected-error @+1 {{expected y to have the type of x, 'tensor<2x8x16xf32>', but found 'tensor<2x8x16xbf16>'}}
   %y = moe.routed_experts %x, %e, %k, %g weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>}
       : (tensor<2x8x16xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>, tensor<2x8x1xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xbf16>
   return
