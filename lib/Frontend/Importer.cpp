@@ -9,12 +9,16 @@
 #include "switchyard/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/BuiltinTypes.h"
+#include "mlir/Interfaces/CallInterfaces.h"
+#include "mlir/Interfaces/LoopLikeInterface.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace switchyard;
@@ -225,44 +229,111 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
                            {"dtype", dtypeName(t.getElementType())}});
   }
 
-  // Blocks are the layer ops in program order.
+  // Blocks are the layer ops in program order, each with the number of
+  // times a call runs it: through calls and loops with constant bounds, or
+  // -1 when that depends on the input (a branch, a loop with bounds known
+  // only at run time, a recursive call).
   llvm::DenseMap<Operation *, unsigned> blockIndex;
   llvm::json::Array blocks;
-  entry.walk([&](Operation *op) {
-    auto describe = [&](llvm::StringRef kind, Value w1, Value wg,
-                        int64_t experts, int64_t slots, llvm::StringRef group) {
-      auto w1Type = cast<RankedTensorType>(w1.getType());
-      blockIndex[op] = blocks.size();
-      blocks.push_back(llvm::json::Object{
-          {"kind", kind},
-          {"d_ff", w1Type.getShape().back()},
-          {"experts", experts},
-          {"slots_per_expert", slots},
-          {"gated", static_cast<bool>(wg)},
-          {"group", group}});
-    };
-    llvm::TypeSwitch<Operation *>(op)
-        .Case([&](moe::TokenChoiceOp op) {
-          describe("moe", op.getW1(), op.getWg(),
-                   op.getRouterWeight().getType().getShape()[1], 1,
-                   moe::stringifyGrouping(op.getGroup()));
-          blocks.back().getAsObject()->insert({"top_k", op.getTopK()});
-        })
-        .Case([&](moe::ExpertChoiceOp op) {
-          describe("expert_choice", op.getW1(), op.getWg(),
-                   op.getRouterWeight().getType().getShape()[1], 1,
-                   moe::stringifyGrouping(op.getGroup()));
-        })
-        .Case([&](moe::SoftMoEOp op) {
-          int64_t slots = op.getSlotsPerExpert();
-          int64_t n = op.getPhi().getType().getShape()[1] / slots;
-          describe("soft_moe", op.getW1(), op.getWg(), n, slots,
-                   moe::stringifyGrouping(op.getGroup()));
-        })
-        .Case([&](moe::FFNOp op) {
-          describe("ffn", op.getW1(), op.getWg(), 1, 1, "sequence");
-        });
-  });
+  std::vector<int64_t> runs;
+  auto describe = [&](Operation *op, llvm::StringRef kind, Value w1, Value wg,
+                      int64_t experts, int64_t slots, llvm::StringRef group) {
+    auto w1Type = cast<RankedTensorType>(w1.getType());
+    blockIndex[op] = blocks.size();
+    runs.push_back(0);
+    blocks.push_back(llvm::json::Object{{"kind", kind},
+                                        {"d_ff", w1Type.getShape().back()},
+                                        {"experts", experts},
+                                        {"slots_per_expert", slots},
+                                        {"gated", static_cast<bool>(wg)},
+                                        {"group", group}});
+  };
+  auto addLayer = [&](Operation *op, int64_t times) {
+    if (!blockIndex.count(op)) {
+      llvm::TypeSwitch<Operation *>(op)
+          .Case([&](moe::TokenChoiceOp op) {
+            describe(op, "moe", op.getW1(), op.getWg(),
+                     op.getRouterWeight().getType().getShape()[1], 1,
+                     moe::stringifyGrouping(op.getGroup()));
+            blocks.back().getAsObject()->insert({"top_k", op.getTopK()});
+          })
+          .Case([&](moe::ExpertChoiceOp op) {
+            describe(op, "expert_choice", op.getW1(), op.getWg(),
+                     op.getRouterWeight().getType().getShape()[1], 1,
+                     moe::stringifyGrouping(op.getGroup()));
+          })
+          .Case([&](moe::SoftMoEOp op) {
+            int64_t slots = op.getSlotsPerExpert();
+            int64_t n = op.getPhi().getType().getShape()[1] / slots;
+            describe(op, "soft_moe", op.getW1(), op.getWg(), n, slots,
+                     moe::stringifyGrouping(op.getGroup()));
+          })
+          .Case([&](moe::FFNOp op) {
+            describe(op, "ffn", op.getW1(), op.getWg(), 1, 1, "sequence");
+          });
+      if (!blockIndex.count(op))
+        return;
+    }
+    int64_t &count = runs[blockIndex[op]];
+    if (count < 0 || times < 0 || llvm::AddOverflow(count, times, count))
+      count = -1;
+  };
+  auto isLayer = [](Operation *op) {
+    return isa<moe::TokenChoiceOp, moe::ExpertChoiceOp, moe::SoftMoEOp,
+               moe::FFNOp>(op);
+  };
+  // The trip count of a loop with constant bounds, or -1.
+  auto tripCount = [](LoopLikeOpInterface loop) -> int64_t {
+    std::optional<APInt> trips = loop.getStaticTripCount();
+    if (!trips || trips->getActiveBits() > 62)
+      return -1;
+    return trips->getZExtValue();
+  };
+  SymbolTableCollection symbols;
+  SmallVector<Operation *> callStack;
+  std::function<void(Region &, int64_t)> visit = [&](Region &region,
+                                                     int64_t times) {
+    region.walk<WalkOrder::PreOrder>([&](Operation *op) {
+      if (isLayer(op)) {
+        addLayer(op, times);
+        return WalkResult::skip();
+      }
+      if (auto call = dyn_cast<CallOpInterface>(op)) {
+        auto callee = dyn_cast_or_null<func::FuncOp>(
+            call.resolveCallableInTable(&symbols));
+        if (callee && !callee.isExternal()) {
+          bool recursive = llvm::is_contained(callStack, callee);
+          callStack.push_back(callee);
+          if (!recursive)
+            visit(callee.getBody(), times);
+          else
+            callee.walk([&](Operation *inner) {
+              if (isLayer(inner))
+                addLayer(inner, -1);
+            });
+          callStack.pop_back();
+        }
+        return WalkResult::advance();
+      }
+      if (op->getNumRegions() == 0)
+        return WalkResult::advance();
+      int64_t inner = -1;
+      if (auto loop = dyn_cast<LoopLikeOpInterface>(op))
+        inner = tripCount(loop);
+      else if (isa<scf::ExecuteRegionOp>(op))
+        inner = 1;
+      int64_t product;
+      if (times < 0 || inner < 0 || llvm::MulOverflow(times, inner, product))
+        product = -1;
+      for (Region &r : op->getRegions())
+        visit(r, product);
+      return WalkResult::skip();
+    });
+  };
+  callStack.push_back(entry);
+  visit(entry.getBody(), 1);
+  for (auto [block, count] : llvm::zip(blocks, runs))
+    block.getAsObject()->insert({"runs", count});
 
   llvm::json::Array results;
   auto ret = cast<func::ReturnOp>(entry.getBody().back().getTerminator());

@@ -396,6 +396,11 @@ static int runMain(int argc, char **argv) {
                    lo, hi, (long long)nonFinite);
   for (auto [i, b] : llvm::enumerate(runStats.blocks)) {
     outs() << format("  block %zu %-13s", i, b.kind.c_str());
+    // A layer in a loop or in a function called more than once.
+    int64_t runs = m.blocks[i].runs;
+    if (runs != 1)
+      outs() << (runs < 0 ? std::string(" runs as often as the input decides;")
+                          : " runs " + std::to_string(runs) + " times;");
     if (b.routed) {
       // Only what the entry function returned.
       SmallVector<std::string> parts;
@@ -425,9 +430,14 @@ static int runMain(int argc, char **argv) {
     }
     outs() << "\n";
   }
-  outs() << format("  first run %.3f ms, %.3f useful GFLOP, %.2f useful "
-                   "GFLOP/s\n",
-                   firstMs, flops * 1e-9, flops / (firstMs * 1e6));
+  if (std::isnan(flops))
+    outs() << format("  first run %.3f ms (useful FLOPs unknown: the input "
+                     "decides how often a layer runs)\n",
+                     firstMs);
+  else
+    outs() << format("  first run %.3f ms, %.3f useful GFLOP, %.2f useful "
+                     "GFLOP/s\n",
+                     firstMs, flops * 1e-9, flops / (firstMs * 1e6));
   if (!times.empty()) {
     std::sort(times.begin(), times.end());
     double median = times.size() % 2
@@ -436,9 +446,12 @@ static int runMain(int argc, char **argv) {
                                  times[times.size() / 2]);
     double q1 = times[times.size() / 4], q3 = times[(3 * times.size()) / 4];
     outs() << format("  bench %lld runs: median %.3f ms (min %.3f, max %.3f, "
-                     "IQR %.3f ms), %.2f useful GFLOP/s\n",
+                     "IQR %.3f ms)",
                      (long long)times.size(), median, times.front(),
-                     times.back(), q3 - q1, flops / (median * 1e6));
+                     times.back(), q3 - q1);
+    if (!std::isnan(flops))
+      outs() << format(", %.2f useful GFLOP/s", flops / (median * 1e6));
+    outs() << "\n";
   }
   sy_stats_destroy(stats);
   sy_model_destroy(model);

@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <numeric>
 
@@ -113,6 +114,7 @@ Expected<Manifest> Manifest::parse(StringRef text) {
     block.topK = b->getInteger("top_k").value_or(1);
     block.gated = b->getBoolean("gated").value_or(false);
     block.group = b->getString("group").value_or("sequence").str();
+    block.runs = b->getInteger("runs").value_or(1);
     m.blocks.push_back(std::move(block));
   }
   if (const json::Array *packed = o->getArray("prepack")) {
@@ -527,16 +529,19 @@ double Model::usefulFlops(int64_t batch, const RunStats *stats) const {
   const Manifest &m = manifest;
   double D = m.dModel, tokens = double(batch) * m.seqLen, total = 0;
   for (auto [i, b] : llvm::enumerate(m.blocks)) {
-    double F = b.dFF, E = b.experts;
+    // A layer that runs a number of times only the input decides.
+    if (b.runs < 0)
+      return std::numeric_limits<double>::quiet_NaN();
+    double F = b.dFF, E = b.experts, runs = b.runs;
     double perToken = 2 * D * F * (b.gated ? 2 : 1) + 2 * F * D;
     if (b.kind == "ffn") {
-      total += tokens * perToken;
+      total += runs * tokens * perToken;
     } else if (b.kind == "soft_moe") {
       double slots = E * b.slotsPerExpert;
       double groups = b.group == "batch" ? 1 : batch;
       double m = tokens / groups;
       // Logits, dispatch and combine products, then the expert MLPs.
-      total += groups * (3 * 2 * m * D * slots + slots * perToken);
+      total += runs * groups * (3 * 2 * m * D * slots + slots * perToken);
     } else {
       double kept = tokens * b.topK;
       if (stats && i < stats->blocks.size() &&
@@ -545,7 +550,7 @@ double Model::usefulFlops(int64_t batch, const RunStats *stats) const {
         for (int64_t c : stats->blocks[i].expertCounts)
           kept += c;
       }
-      total += 2 * tokens * D * E + kept * perToken;
+      total += runs * (2 * tokens * D * E + kept * perToken);
     }
   }
   return total;

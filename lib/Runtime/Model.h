@@ -46,6 +46,9 @@ struct Manifest {
     int64_t dFF, experts, slotsPerExpert, topK = 1;
     bool gated;
     std::string group;
+    /// How many times a run runs the layer (a loop or several calls), or
+    /// -1 when the input decides.
+    int64_t runs = 1;
   };
   std::string name, entry;
   DType dtype;

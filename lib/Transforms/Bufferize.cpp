@@ -34,6 +34,10 @@ struct SwitchyardBufferizePass
     });
     bufferization::OneShotBufferizationOptions options;
     options.bufferizeFunctionBoundaries = true;
+    // A layer inside a loop (a stack of identical blocks written as
+    // scf.for) yields a fresh buffer each iteration; the ownership-based
+    // deallocation pipeline that follows frees the previous one.
+    options.allowReturnAllocsFromLoops = true;
     options.setFunctionBoundaryTypeConversion(
         bufferization::LayoutMapOption::IdentityLayoutMap);
     options.memCpyFn = [](OpBuilder &b, Location loc, Value from,

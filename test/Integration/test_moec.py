@@ -7,6 +7,7 @@ and UndefinedBehaviorSanitizer, and no partial output file.
 
 import json
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -369,3 +370,110 @@ def test_packed_products_match_reference(dtype, tmp_path):
             assert proc.returncode == 0, proc.stderr
             np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
                                           np.load(tmp_path / "y_other.npy"))
+
+
+# One pre-RMS-norm top-1 block, its weights shared by three applications.
+SHARED_ARGS = """\
+func.func @forward(%x: tensor<?x40x32xf32>,
+    %norm: tensor<32xf32> {switchyard.weight = "norm.weight"},
+    %router: tensor<32x4xf32> {switchyard.weight = "router.weight"},
+    %w1: tensor<4x32x64xf32> {switchyard.weight = "experts.w1"},
+    %w2: tensor<4x64x32xf32> {switchyard.weight = "experts.w2"}) -> tensor<?x40x32xf32> {
+"""
+SHARED_BLOCK = """\
+  %n{i} = moe.norm rms %h{i}, %norm : (tensor<?x40x32xf32>, tensor<32xf32>) -> tensor<?x40x32xf32>
+  %y{i}:7 = moe.token_choice %n{i} router(%router) experts(w1 %w1 w2 %w2)
+      {{activation = #moe.activation<relu>, capacity_factor = 1.25 : f64}}
+      : (tensor<?x40x32xf32>, tensor<32x4xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>)
+      -> (tensor<?x40x32xf32>, tensor<f32>, tensor<f32>, tensor<4xi64>, tensor<i64>,
+          tensor<i64>, tensor<i64>)
+  %h{j} = moe.residual %h{i}, %y{i}#0 : tensor<?x40x32xf32>
+"""
+SHARED_TYPES = ("(tensor<?x40x32xf32>, tensor<32xf32>, tensor<32x4xf32>, tensor<4x32x64xf32>, "
+                "tensor<4x64x32xf32>) -> tensor<?x40x32xf32>")
+
+
+def shared_loop(trips):
+    """The block in an scf.for loop of `trips` iterations (an SSA value
+    named %trips, defined by `trips`)."""
+    return (SHARED_ARGS
+            + "  %c0 = arith.constant 0 : index\n  %c1 = arith.constant 1 : index\n"
+            + f"  %trips = {trips}\n"
+            + "  %r = scf.for %i = %c0 to %trips step %c1 iter_args(%h0 = %x) "
+            + "-> tensor<?x40x32xf32> {\n"
+            + SHARED_BLOCK.format(i=0, j=1) + "  scf.yield %h1 : tensor<?x40x32xf32>\n  }\n"
+            + "  return %r : tensor<?x40x32xf32>\n}\n")
+
+
+SHARED_MODELS = {
+    "once": SHARED_ARGS.replace("%x:", "%h0:") + SHARED_BLOCK.format(i=0, j=1)
+    + "  return %h1 : tensor<?x40x32xf32>\n}\n",
+    "unrolled": SHARED_ARGS.replace("%x:", "%h0:")
+    + "".join(SHARED_BLOCK.format(i=i, j=i + 1) for i in range(3))
+    + "  return %h3 : tensor<?x40x32xf32>\n}\n",
+    "loop": shared_loop("arith.constant 3 : index"),
+    "calls": SHARED_ARGS.replace("@forward", "private @block", 1).replace("%x:", "%h0:")
+    .replace(' {switchyard.weight = "', ' {test.name = "')
+    + SHARED_BLOCK.format(i=0, j=1) + "  return %h1 : tensor<?x40x32xf32>\n}\n"
+    + SHARED_ARGS + "".join(
+        f"  %c{i + 1} = func.call @block(%{'x' if i == 0 else f'c{i}'}, %norm, %router, "
+        f"%w1, %w2) : {SHARED_TYPES}\n" for i in range(3))
+    + "  return %c3 : tensor<?x40x32xf32>\n}\n",
+    # As many iterations as the batch has sequences.
+    "batch-loop": shared_loop("tensor.dim %x, %c0 : tensor<?x40x32xf32>"),
+}
+
+
+def test_layers_in_loops_and_calls(tmp_path):
+    """Layer ops in an scf.for loop and in a function called three times
+    compute the bits of the three blocks written out, and count three times
+    in the useful FLOPs (the manifest's `runs`); a loop over the batch leaves
+    them unknown."""
+    rng = np.random.default_rng(13)
+    np.save(tmp_path / "x.npy", rng.standard_normal((64, 40, 32)).astype(np.float32))
+    weights = tmp_path / "w.safetensors"
+    outputs, gflop = {}, {}
+    for name, text in SHARED_MODELS.items():
+        source = tmp_path / f"{name}.mlir"
+        source.write_text(text)
+        runs = {"once": [1], "unrolled": [1, 1, 1], "loop": [3], "calls": [3],
+                "batch-loop": [-1]}[name]
+        manifest = moec(source, "--emit=llvmir", "-O0").stdout
+        found = [int(v) for v in re.findall(r"\\22runs\\22:(-?\d+)", manifest)]
+        assert found == runs, (name, found)
+        # The entry's weights are packed once, when bound, loop or not; a
+        # called function packs its own.
+        assert ('\\22prepack\\22:[{' in manifest) == (name != "calls"), name
+        moec(source, "-o", tmp_path / name)
+        args = ["--weights", weights] if weights.exists() else ["--seed", 4, "--save-weights",
+                                                                  weights]
+        proc = run(tmp_path / name, "--input", tmp_path / "x.npy", "--output",
+                   tmp_path / f"{name}.npy", *args)
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = np.load(tmp_path / f"{name}.npy")
+        lines = proc.stdout.splitlines()
+        if name in ("loop", "calls"):
+            assert lines[1].split() == ["block", "0", "moe", "runs", "3", "times;", "(no",
+                                        "statistics", "returned)"]
+        if name == "batch-loop":
+            assert "runs as often as the input decides;" in lines[1]
+            assert "useful FLOPs unknown: the input decides how often a layer runs" in lines[-1]
+            assert "GFLOP" not in proc.stdout
+        else:
+            gflop[name] = float(re.search(r"([0-9.]+) useful GFLOP,", proc.stdout).group(1))
+    for name in ("loop", "calls"):
+        np.testing.assert_array_equal(outputs[name], outputs["unrolled"])
+    assert not np.array_equal(outputs["once"], outputs["unrolled"])
+    # 64 x 40 tokens through D = 32, F = 64, E = 4, each kept (no statistics
+    # returned): 21.6 MFLOP an application.
+    once = 2 * 2560 * 32 * 4 + 2560 * (2 * 32 * 64 * 2)
+    assert gflop["once"] == round(once * 1e-9, 3)
+    assert gflop["loop"] == gflop["calls"] == gflop["unrolled"] == round(3 * once * 1e-9, 3)
+    # Three sequences, three iterations: the three blocks written out.
+    np.save(tmp_path / "x3.npy", np.load(tmp_path / "x.npy")[:3])
+    for name in ("batch-loop", "unrolled"):
+        proc = run(tmp_path / name, "--input", tmp_path / "x3.npy", "--weights", weights,
+                   "--output", tmp_path / f"{name}3.npy")
+        assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "batch-loop3.npy"),
+                                  np.load(tmp_path / "unrolled3.npy"))
