@@ -35,7 +35,7 @@
 
 // libomp's, when the artifact links it (moec always does; a test harness
 // may not).
-extern "C" int omp_in_parallel(void) __attribute__((weak));
+extern "C" int omp_get_level(void) __attribute__((weak));
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -63,6 +63,8 @@ struct Cache {
   std::mutex mutex;
   std::multimap<size_t, void *> blocks;
   size_t bytes = 0;
+  /// Set when the artifact is unloaded: blocks freed later are not kept.
+  bool closed = false;
 };
 
 Cache &cache() {
@@ -70,6 +72,19 @@ Cache &cache() {
   // last free (a model released by a Python finalizer at exit).
   static Cache *instance = new Cache;
   return *instance;
+}
+
+/// When the artifact is unloaded (dlclose, or the process exits), its
+/// cached blocks go back to malloc: a process that unloads and reloads
+/// models would otherwise lose up to the cache's whole size each time.
+__attribute__((destructor)) void releaseCache() {
+  Cache &c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  for (auto &[capacity, payload] : c.blocks)
+    std::free(static_cast<char *>(payload) - kHeader);
+  c.blocks.clear();
+  c.bytes = 0;
+  c.closed = true;
 }
 
 bool cacheable(size_t capacity) {
@@ -104,10 +119,19 @@ namespace {
 /// Where callCompiled resumes when an allocation of the call fails.
 thread_local std::jmp_buf *failedAllocationTarget = nullptr;
 thread_local size_t failedAllocationSize = 0;
+/// The OpenMP nesting level of that call.
+thread_local int failedAllocationLevel = 0;
+
+/// The thread's OpenMP nesting level, counting regions of one thread (which
+/// omp_in_parallel does not): 0 outside any, 1 in a region of the host's or
+/// of the compiled code's, and so on.
+int openMPLevel() { return omp_get_level ? omp_get_level() : 0; }
 
 /// The compiled code cannot take a null pointer: it would write through it.
+/// Outside its parallel regions, the call is abandoned; inside one, even of
+/// one thread, jumping out would leave libomp's region open.
 [[noreturn]] void allocationFailed(size_t size) {
-  if (failedAllocationTarget && !(omp_in_parallel && omp_in_parallel())) {
+  if (failedAllocationTarget && openMPLevel() == failedAllocationLevel) {
     failedAllocationSize = size;
     std::longjmp(*failedAllocationTarget, 1);
   }
@@ -123,15 +147,19 @@ unsigned long long switchyard::runtime::callCompiled(void (*fn)(void **),
                                                      void **args) {
   std::jmp_buf target;
   std::jmp_buf *outer = failedAllocationTarget;
+  int outerLevel = failedAllocationLevel;
   // Only LLVM-generated frames lie between here and the allocation: nothing
   // with a destructor is skipped.
   if (setjmp(target)) {
     failedAllocationTarget = outer;
+    failedAllocationLevel = outerLevel;
     return failedAllocationSize ? failedAllocationSize : 1;
   }
   failedAllocationTarget = &target;
+  failedAllocationLevel = openMPLevel();
   fn(args);
   failedAllocationTarget = outer;
+  failedAllocationLevel = outerLevel;
   return 0;
 }
 
@@ -183,7 +211,7 @@ extern "C" void _mlir_memref_to_llvm_free(void *payload) {
   if (cacheable(capacity)) {
     Cache &c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    if (c.bytes + capacity <= kMaxCachedTotal) {
+    if (!c.closed && c.bytes + capacity <= kMaxCachedTotal) {
       c.blocks.emplace(capacity, payload);
       c.bytes += capacity;
       return;

@@ -119,17 +119,38 @@ def load(path):
     path = pathlib.Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no such library: {path}")
+
+    def copy(target):
+        shutil.copyfile(path, target)
+        if path.with_suffix(".h").is_file():  # for save()
+            shutil.copyfile(path.with_suffix(".h"), target.with_suffix(".h"))
+    return _load_private(path.name, copy)
+
+
+def _load_private(name, write):
+    """Loads the library that `write(path)` writes, in a folder of its own
+    that goes with the model."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
     try:
-        copy = workdir / path.name
-        shutil.copyfile(path, copy)
-        if path.with_suffix(".h").is_file():  # for save()
-            shutil.copyfile(path.with_suffix(".h"), copy.with_suffix(".h"))
-        compiled = CompiledModel(copy)
+        library = workdir / name
+        write(library)
+        compiled = CompiledModel(library)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     weakref.finalize(compiled, shutil.rmtree, str(workdir), True)
+    return compiled
+
+
+def _unpickle(name, library, header, state):
+    def write(target):
+        target.write_bytes(library)
+        if header is not None:
+            target.with_suffix(".h").write_bytes(header)
+    compiled = _load_private(name, write)
+    compiled.passes = state["passes"]
+    compiled.ir_after_all_text = state["ir_after_all_text"]
+    compiled.ir_after_all = _split_dumps(state["ir_after_all_text"])
     return compiled
 
 
@@ -208,6 +229,16 @@ class CompiledModel:
         self.passes, self.ir_after_all, self.ir_after_all_text = [], [], ""
         self._bound = None  # (key, _Weights)
 
+    def __reduce__(self):
+        # Pickled as its library (and header and IR dumps), so that a model
+        # can go to worker processes; bound weights stay behind, and the
+        # copy binds its own on its first call.
+        header = self.library.with_suffix(".h")
+        return (_unpickle, (self.library.name, self.library.read_bytes(),
+                            header.read_bytes() if header.is_file() else None,
+                            {"passes": self.passes,
+                             "ir_after_all_text": self.ir_after_all_text}))
+
     def __repr__(self):
         return (f"CompiledModel({self.name!r}, dtype={self.dtype!r}, seq_len={self.seq_len}, "
                 f"d_model={self.d_model}, library={str(self.library)!r})")
@@ -271,10 +302,15 @@ class CompiledModel:
         key = ("seed", seed) if weights is None else (
             ("path", os.fspath(weights)) if isinstance(weights, (str, os.PathLike))
             else ("dict", id(weights)))
-        if self._bound is None or self._bound[0] != key or \
-                (key[0] == "dict" and self._bound[2] is not weights):
-            self._bound = (key, self._create(weights, seed), weights)
-        return self._bound[1]
+        # The binding read once and returned as read: another thread may
+        # rebind meanwhile (ctypes releases the GIL, and so does the old
+        # binding's destructor), and this call must run with its own.
+        bound = self._bound
+        if bound is None or bound[0] != key or \
+                (key[0] == "dict" and bound[2] is not weights):
+            bound = (key, self._create(weights, seed), weights)
+            self._bound = bound
+        return bound[1]
 
     # -- running ------------------------------------------------------------
 

@@ -5,10 +5,13 @@ every routing kind against the float64 reference at any batch, bf16, errors
 round trip through save/load."""
 
 import gc
+import multiprocessing
 import pathlib
+import pickle
 import shlex
 import subprocess
 import sys
+import threading
 
 import ml_dtypes
 import numpy as np
@@ -355,6 +358,86 @@ def test_save_and_load_round_trip(tmp_path):
     weights = random_weights(compiled, np.random.default_rng(9))
     np.testing.assert_array_equal(loaded(x, weights=weights).output,
                                   compiled(x, weights=weights).output)
+
+
+def _run_pickled(payload):
+    compiled, x, seed = pickle.loads(payload)
+    return compiled(x, seed=seed).output
+
+
+def test_pickle_sends_a_model_to_another_process():
+    """A CompiledModel pickles as its library: the copy loads from a folder
+    of its own (removed with it), runs the same bits in this process and in
+    a spawned worker, and keeps the IR dumps; weights are bound anew."""
+    model = sy.Model(d_model=32, seq_len=8, name="pickled", blocks=[
+        dict(layer="moe", norm="rms", experts=4, d_ff=64, top_k=2)])
+    compiled = sy.compile(model, print_ir_after_all=True)
+    x = np.random.default_rng(21).standard_normal((2, 8, 32)).astype(np.float32)
+    expected = compiled(x, seed=3).output
+    copy = pickle.loads(pickle.dumps(compiled))
+    assert copy.library != compiled.library and copy.library.parent.exists()
+    assert (copy.name, copy.weights, copy.manifest) == \
+        (compiled.name, compiled.weights, compiled.manifest)
+    assert copy.passes == compiled.passes and len(copy.passes) > 0
+    assert copy.ir_after_all == compiled.ir_after_all
+    np.testing.assert_array_equal(copy(x, seed=3).output, expected)
+    workdir = copy.library.parent
+    del copy
+    gc.collect()
+    assert not workdir.exists()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        output = pool.apply(_run_pickled, (pickle.dumps((compiled, x, 3)),))
+    np.testing.assert_array_equal(output, expected)
+
+
+def test_threads_share_a_model(monkeypatch):
+    """Threads may call one CompiledModel at once (the runs go in parallel:
+    ctypes releases the GIL), each with its own weights. The binding a call
+    made is the one it runs with, even when another thread rebinds in the
+    moment the old binding's destructor releases the GIL: that moment is
+    forced here."""
+    from switchyard import _compiled
+    model = sy.Model(d_model=32, seq_len=8, blocks=[dict(layer="moe", experts=4, d_ff=64)])
+    compiled = sy.compile(model)
+    x = np.random.default_rng(22).standard_normal((2, 8, 32)).astype(np.float32)
+    expected = {seed: compiled(x, seed=seed).output for seed in (0, 1)}
+    assert not np.array_equal(expected[0], expected[1])
+
+    destroy = _compiled._Weights.__del__
+    armed = [True]
+
+    def destroy_while_another_thread_rebinds(weights):
+        if armed[0] and threading.current_thread().name == "first":
+            armed[0] = False
+            other = threading.Thread(target=compiled, args=(x,), kwargs=dict(seed=1))
+            other.start()
+            other.join()
+        destroy(weights)
+
+    monkeypatch.setattr(_compiled._Weights, "__del__", destroy_while_another_thread_rebinds)
+    outputs = {}
+    first = threading.Thread(name="first",
+                             target=lambda: outputs.update(y=compiled(x, seed=0).output))
+    first.start()  # compiled holds seed 1's binding: this call replaces it
+    first.join()
+    assert not armed[0]
+    np.testing.assert_array_equal(outputs["y"], expected[0])
+    monkeypatch.undo()
+
+    errors = []
+
+    def worker(seed):
+        try:
+            for _ in range(20):
+                np.testing.assert_array_equal(compiled(x, seed=seed).output, expected[seed])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(i % 2,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
 
 
 def test_libraries_on_disk(tmp_path, monkeypatch):
