@@ -366,6 +366,14 @@ bool Parser::parseBlocks(yaml::Node *node, ModelDescription &model) {
                             "'); aliases are not supported: write the "
                             "block out");
     auto *map = dyn_cast<yaml::MappingNode>(&item);
+    // LLVM's YAML parser reads a '-' alone on its line, followed by
+    // '- layer: ...' at the same indentation, as a list inside that item.
+    if (isa<yaml::SequenceNode>(&item))
+      return error(&item, "block " + Twine(index) +
+                              " must be a mapping (layer: ..., d_ff: ...), "
+                              "not a list (a '-' with nothing after it, "
+                              "followed by '- ...', reads as a list inside "
+                              "one block)");
     if (!map)
       return error(&item, "block " + Twine(index) +
                               " must be a mapping (layer: ..., d_ff: ...)");
