@@ -424,6 +424,16 @@ def test_soft_moe(rng, tmp_path_factory, slots_per_expert, normalize):
 
 # --- activations, dtypes, blocks ---------------------------------------------
 
+@pytest.mark.parametrize("kind", ["moe", "expert_choice", "soft_moe", "ffn"])
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_width_one(rng, tmp_path_factory, kind, fusion):
+    # d_model = d_ff = 1, and group sizes that are not a multiple of the
+    # 8-row register tile: the fused expert-choice combine read only expert
+    # 0's term (found by differential fuzzing).
+    run_block(rng, tmp_path_factory, kind, D=1, F=1, E=2, S=3, fusion=fusion,
+              batches=[1, 3])
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
 @pytest.mark.parametrize("kind", ["moe", "ffn"])
 def test_activations(rng, tmp_path_factory, activation, kind):

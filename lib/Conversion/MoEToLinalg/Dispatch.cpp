@@ -493,9 +493,10 @@ struct ExpertChoiceDispatchLowering
 };
 
 /// The expert-choice combine of SEMANTICS.md over expert outputs
-/// `out [E, NG, C, D]`: each token's row is the f32 sum, in expert order, of
-/// gate * output over the slots it took; then a NaN row for tokens with
-/// non-finite router probabilities.
+/// `out [E, NG, C, D]`, or `[E, rows, D]` with slot (g, c) at row g * C + c
+/// (moe.chosen_experts' row blocks): each token's row is the f32 sum, in expert
+/// order, of gate * output over the slots it took; then a NaN row for tokens
+/// with non-finite router probabilities.
 ///
 /// It runs token-major: a scatter of the NG * E * C slots' indices into
 /// `slotOf [NG, G, E]` (the slot of expert e that token t took, or -1), then
@@ -528,8 +529,10 @@ Value buildExpertChoiceCombine(OpBuilder &b, Location loc, Value out,
                                            convertScalar(b, loc, c, i64),
                                            acc[0], ValueRange{g, t, e})};
       })[0];
+  bool rows = cast<ShapedType>(out.getType()).getRank() == 3;
+  Value slots = dimOf(b, loc, gates, 2);
   return buildTokenOutput(
-      b, loc, probs, out, 3, elementType(out),
+      b, loc, probs, out, rows ? 2 : 3, elementType(out),
       [&](OpBuilder &b, Location loc, Value g, Value t, Value d) {
         Value acc = floatConst(b, loc, f32, 0.0);
         for (int64_t i = 0; i < numExperts; ++i) {
@@ -539,8 +542,17 @@ Value buildExpertChoiceCombine(OpBuilder &b, Location loc, Value out,
                                               slot, i64Const(b, loc, 0));
           Value c = indexOr(b, loc, taken, slot, c0);
           Value gate = extract(b, loc, gates, ValueRange{g, e, c});
-          Value v = convertScalar(
-              b, loc, extract(b, loc, out, ValueRange{e, g, c, d}), f32);
+          Value element =
+              rows
+                  ? extract(b, loc, out,
+                            ValueRange{
+                                e,
+                                arith::AddIOp::create(
+                                    b, loc,
+                                    arith::MulIOp::create(b, loc, g, slots), c),
+                                d})
+                  : extract(b, loc, out, ValueRange{e, g, c, d});
+          Value v = convertScalar(b, loc, element, f32);
           Value sum = arith::AddFOp::create(
               b, loc, acc, arith::MulFOp::create(b, loc, gate, v));
           acc = arith::SelectOp::create(b, loc, taken, sum, acc);
@@ -596,28 +608,11 @@ struct ChosenExpertsLowering : ExpertMLPLowering<moe::ChosenExpertsOp> {
           token = arith::SelectOp::create(b, loc, inRange, token, none);
           return gatherOrZero(b, loc, x, token, g, d);
         });
-    // [E, rows, D] -> [E, NG, C, D] for the combine.
-    auto outType = cast<RankedTensorType>(out.getType());
-    SmallVector<OpFoldResult> offsets(3, b.getIndexAttr(0)),
-        strides(3, b.getIndexAttr(1));
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(outType.getDimSize(0)),
-                                       getAsOpFoldResult(maxRows),
-                                       tensor::getMixedSize(b, loc, out, 2)};
-    Value rows =
-        tensor::ExtractSliceOp::create(b, loc, out, offsets, sizes, strides);
-    auto tokensType = cast<RankedTensorType>(tokens.getType());
-    auto out4Type = RankedTensorType::get(
-        {outType.getDimSize(0), tokensType.getDimSize(0),
-         tokensType.getDimSize(2), outType.getDimSize(2)},
-        outType.getElementType());
-    Value out4 = tensor::ExpandShapeOp::create(
-        b, loc, out4Type, rows,
-        SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}},
-        SmallVector<OpFoldResult>{b.getIndexAttr(outType.getDimSize(0)),
-                                  tensor::getMixedSize(b, loc, tokens, 0),
-                                  tensor::getMixedSize(b, loc, tokens, 2),
-                                  tensor::getMixedSize(b, loc, out, 2)});
-    b.replaceOp(op, buildExpertChoiceCombine(b, loc, out4, tokens,
+    // The combine reads slot (g, c) at row g * C + c of [E, rows, D]. (It
+    // read an [E, NG, C, D] view, a slice of the padded rows expanded; with
+    // D = 1 and NG * C not a multiple of 8 only expert 0's term reached the
+    // output.)
+    b.replaceOp(op, buildExpertChoiceCombine(b, loc, out, tokens,
                                              adaptor.getGates(),
                                              adaptor.getProbs()));
     return success();
