@@ -97,6 +97,14 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   // regions verify (see docs/TOOLCHAIN notes in the README).
   // bf16 <-> f32 conversions as integer ops: LLVM would otherwise call
   // compiler-rt's __truncsfbf2, which the artifacts do not link.
+  // bf16 arithmetic (the residual additions of a bf16 model) in f32, each
+  // result rounded back: what LLVM's own promotion of bf16 computes, but
+  // done here, where vector widths do not matter (LLVM's x86 backend could
+  // not lower `fadd <9 x bfloat>`: d_model 9, 17, 25, ...). f16 vectors of
+  // those widths lower, with AVX512-FP16 and without.
+  arith::ArithEmulateUnsupportedFloatsOptions emulate;
+  emulate.sourceTypeStrs = {"bf16"};
+  pm.addPass(arith::createArithEmulateUnsupportedFloats(emulate));
   arith::ArithExpandOpsPassOptions expand;
   expand.includeBf16 = true;
   pm.addPass(arith::createArithExpandOpsPass(expand));
