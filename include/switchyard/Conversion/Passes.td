@@ -15,7 +15,8 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     Lowers every routing-level op of the `moe` dialect (and `moe.norm`) to
     destination-style ops on tensors, computing exactly SEMANTICS.md:
 
-    * router: `router_logits`, `router_probs` (stable softmax), `z_loss`,
+    * router: `router_logits`, `router_probs` (stable softmax), `z_loss`
+      (its sum over a group's tokens in f64),
       `moe.norm` and the dynamic `expert_capacity` as `linalg.generic` and
       arith;
     * routing: `token_choice_route` (top-k by successive maxima, capacity

@@ -101,19 +101,21 @@ struct RouterProbsLowering : OpConversionPattern<moe::RouterProbsOp> {
   }
 };
 
-/// Sums a rank-2 f32 tensor to a scalar f32 value.
+/// Sums a rank-2 f32 tensor to a scalar f64 value. In f64: a sequential f32
+/// sum over a group of 2800 tokens was 1e-5 off (64 sequences of 700: 6e-5).
 Value sumAll(OpBuilder &b, Location loc, Value input) {
   MLIRContext *ctx = b.getContext();
-  Type f32 = b.getF32Type();
-  Value acc = zeroTensor(b, loc, {}, f32);
+  Type f64 = b.getF64Type();
+  Value acc = zeroTensor(b, loc, {}, f64);
   AffineMap in = AffineMap::getMultiDimIdentityMap(2, ctx);
   AffineMap out = AffineMap::get(2, 0, {}, ctx);
   Value sum = buildGeneric(
       b, loc, input, acc, {in, out}, {kRed, kRed},
       [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value wide = arith::ExtFOp::create(nb, nloc, f64, args[0]);
         linalg::YieldOp::create(
             nb, nloc,
-            ValueRange{arith::AddFOp::create(nb, nloc, args[0], args[1])});
+            ValueRange{arith::AddFOp::create(nb, nloc, wide, args[1])});
       });
   return tensor::ExtractOp::create(b, loc, sum, ValueRange{});
 }
@@ -145,12 +147,15 @@ struct ZLossLowering : OpConversionPattern<moe::ZLossOp> {
     Value total = sumAll(b, loc, squares);
     Value tokens = arith::MulIOp::create(b, loc, dimOf(b, loc, z, 0),
                                          dimOf(b, loc, z, 1));
+    Type f64 = b.getF64Type();
     Value count = convertScalar(
-        b, loc, convertScalar(b, loc, tokens, b.getI64Type()), f32);
+        b, loc, convertScalar(b, loc, tokens, b.getI64Type()), f64);
     Value mean = arith::DivFOp::create(b, loc, total, count);
-    Value loss = arith::MulFOp::create(
-        b, loc, mean,
-        floatConst(b, loc, f32, op.getWeight().convertToDouble()));
+    Value loss = arith::TruncFOp::create(
+        b, loc, f32,
+        arith::MulFOp::create(
+            b, loc, mean,
+            floatConst(b, loc, f64, op.getWeight().convertToDouble())));
     b.replaceOpWithNewOp<tensor::FromElementsOp>(
         op, RankedTensorType::get({}, f32), ValueRange{loss});
     return success();
