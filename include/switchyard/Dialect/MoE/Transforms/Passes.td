@@ -63,7 +63,7 @@ def MoEFuseExperts : Pass<"moe-fuse-experts"> {
     is the same, bit for bit: each row's MLP and the combine's f32 sum are
     unchanged, and the tests compare fused and unfused outputs exactly. One
     exception is known: bf16 products on AMX tiles, where differential
-    fuzzing found a rare element one bf16 step apart (d_model 96, top-2
+    fuzzing found rare elements a few bf16 steps apart (d_model 96, top-2
     dropless: 1 to 25 elements of outputs of 16,512 and 49,536; none with
     `--bf16-amx=false`).
     Both stay within SEMANTICS.md's bf16 tolerance; the cause is not found.
