@@ -51,7 +51,10 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "test" / "reference"))
+sys.path.insert(0, str(ROOT / "test" / "Integration"))
 import moe_reference as ref  # noqa: E402
+from artifacts import (parse_weight_list, read_safetensors, rel_error,  # noqa: E402
+                       safetensors_bytes)
 
 BUILD = pathlib.Path(os.environ.get("SWITCHYARD_BUILD_DIR", ROOT / "build"))
 MOEC = BUILD / "bin" / "moec"
@@ -124,53 +127,6 @@ def sh(cmd, timeout):
         return p.returncode, p.stdout, p.stderr, time.time() - t0
     except subprocess.TimeoutExpired as e:
         return "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), "", time.time() - t0
-
-
-def read_safetensors(path):
-    dt = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype=dt[info["dtype"]]).reshape(info["shape"]).copy()
-    return out
-
-
-def safetensors_bytes(tensors):
-    names = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
-             np.dtype(ml_dtypes.bfloat16): "BF16"}
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        a = np.asarray(a)
-        raw = a.tobytes(order="C")
-        header[name] = {"dtype": names[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
-
-
-def parse_weight_list(lines):
-    specs = {}
-    for line in lines:
-        name, rest = line.split(" [", 1)
-        shape_text, dtype = rest.rsplit("] ", 1)
-        specs[name] = (tuple(int(d) for d in shape_text.split(", ") if d), dtype)
-    return specs
-
-
-def rel_error(y, e):
-    y = np.asarray(y, np.float64)
-    e = np.asarray(e, np.float64)
-    d = np.linalg.norm(e)
-    return float(np.linalg.norm(y - e) / (d if d else 1.0))
 
 
 # ---------------------------------------------------------------------------
