@@ -27,9 +27,13 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
       number of tokens, no quadratic search;
     * dispatch/combine: gathers as `linalg.generic` bodies that read the
       routing tables, so padded capacity rows are zero and cost no scatter;
-    * experts: `linalg.batch_matmul` (f32 accumulation) with bias and
-      activation epilogues; the dropless grouped form as one `linalg.matmul`
-      per expert over its rows;
+    * experts: where d_model and d_ff are multiples of 32, packed products
+      by row blocks, one parallel task per expert and block of rows (the
+      dropless grouped form reads expert e's rows `[offsets[e],
+      offsets[e + 1])`), the products of the fused `moe.routed_experts`, so
+      that fusion changes no bits; otherwise `linalg.batch_matmul` (f32
+      accumulation) with bias and activation epilogues, and the grouped form
+      one `linalg.matmul` per expert over its rows;
     * soft MoE: numerically stable softmaxes over tokens and over slots as
       `linalg.generic` reductions.
 

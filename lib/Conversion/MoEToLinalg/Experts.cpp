@@ -629,8 +629,8 @@ struct ExpertsLowering : ExpertMLPLowering<moe::ExpertsOp> {
   }
 };
 
-struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
+struct GroupedExpertsLowering : ExpertMLPLowering<moe::GroupedExpertsOp> {
+  using ExpertMLPLowering::ExpertMLPLowering;
 
   LogicalResult
   matchAndRewrite(moe::GroupedExpertsOp op, OpAdaptor adaptor,
@@ -639,33 +639,91 @@ struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
     // past offsets[E] stay zero.
     Location loc = op.getLoc();
     Value rows = adaptor.getRows(), offsets = adaptor.getOffsets();
-    Value c0 = indexConst(b, loc, 0);
+    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
     int64_t numExperts =
         cast<ShapedType>(op.getOffsets().getType()).getDimSize(0) - 1;
+    MLPWeights weights = weightsOf(adaptor, op.getActivation());
+    auto offsetOf = [&](OpBuilder &b, Location loc, Value e) {
+      return convertScalar(b, loc, extract(b, loc, offsets, e),
+                           b.getIndexType());
+    };
+    auto countOf = [&](OpBuilder &b, Location loc, Value e) -> Value {
+      return arith::SubIOp::create(
+          b, loc,
+          offsetOf(b, loc, arith::AddIOp::create(b, loc, e, c1).getResult()),
+          offsetOf(b, loc, e));
+    };
+    // With packed products, the row blocks of moe.routed_experts (the same
+    // products, so the same bits as the fused pipeline: on AMX tiles too),
+    // each expert's rows then copied into place.
+    Value blocks;
+    if (canPack(weights)) {
+      Value maxRows =
+          scf::ForOp::create(
+              b, loc, c0, indexConst(b, loc, numExperts), c1, ValueRange{c0},
+              [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
+                scf::YieldOp::create(
+                    b, loc,
+                    ValueRange{arith::MaxUIOp::create(b, loc, acc[0],
+                                                      countOf(b, loc, e))
+                                   .getResult()});
+              })
+              .getResult(0);
+      Value numRows = dimOf(b, loc, rows, 0);
+      blocks = buildRowBlockMLPs(
+          b, loc, maxRows, dimOf(b, loc, rows, 1), weights,
+          [&](OpBuilder &b, Location loc, Value e) {
+            return countOf(b, loc, e);
+          },
+          [&](OpBuilder &b, Location loc, Value e, Value r, Value d) {
+            // Rows up to the next multiple of 8 are read: past the
+            // expert's, they read zero.
+            Value row = arith::AddIOp::create(b, loc, offsetOf(b, loc, e), r);
+            Value valid = arith::AndIOp::create(
+                b, loc,
+                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, r,
+                                      countOf(b, loc, e)),
+                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row,
+                                      numRows));
+            Value safe = arith::SelectOp::create(b, loc, valid, row, c0);
+            Value v = extract(b, loc, rows, ValueRange{safe, d});
+            Type type = v.getType();
+            return arith::SelectOp::create(
+                       b, loc, valid, v,
+                       arith::ConstantOp::create(b, loc, type,
+                                                 b.getZeroAttr(type)))
+                .getResult();
+          });
+    }
     Value out = zeroTensor(b, loc, sizesOf(b, loc, rows), elementType(rows));
     Value result = buildLoop(
         b, loc, c0, indexConst(b, loc, numExperts), out,
         [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
-          Value start = convertScalar(b, loc, extract(b, loc, offsets, e),
-                                      b.getIndexType());
-          Value end = convertScalar(
-              b, loc,
-              extract(b, loc, offsets,
-                      arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1))
-                          .getResult()),
-              b.getIndexType());
-          Value count = arith::SubIOp::create(b, loc, end, start);
+          Value start = offsetOf(b, loc, e);
+          Value count = countOf(b, loc, e);
           SmallVector<OpFoldResult> offs = {start, b.getIndexAttr(0)};
           SmallVector<OpFoldResult> sizes = {
               count, tensor::getMixedSize(b, loc, rows, 1)};
           SmallVector<OpFoldResult> strides = {b.getIndexAttr(1),
                                                b.getIndexAttr(1)};
-          Value slice = tensor::ExtractSliceOp::create(b, loc, rows, offs,
-                                                       sizes, strides);
-          Value y = buildMLP(
-              b, loc, slice,
-              expertWeights(b, loc, mlpWeights(adaptor, op.getActivation()),
-                            e));
+          Value y;
+          if (blocks) {
+            y = tensor::ExtractSliceOp::create(
+                b, loc,
+                RankedTensorType::get(
+                    {ShapedType::kDynamic,
+                     cast<ShapedType>(rows.getType()).getDimSize(1)},
+                    elementType(rows)),
+                blocks,
+                SmallVector<OpFoldResult>{e, b.getIndexAttr(0),
+                                          b.getIndexAttr(0)},
+                SmallVector<OpFoldResult>{b.getIndexAttr(1), count, sizes[1]},
+                SmallVector<OpFoldResult>(3, b.getIndexAttr(1)));
+          } else {
+            Value slice = tensor::ExtractSliceOp::create(b, loc, rows, offs,
+                                                         sizes, strides);
+            y = buildMLP(b, loc, slice, expertWeights(b, loc, weights, e));
+          }
           return SmallVector<Value>{tensor::InsertSliceOp::create(
               b, loc, y, acc[0], offs, sizes, strides)};
         })[0];
@@ -679,5 +737,5 @@ struct GroupedExpertsLowering : OpConversionPattern<moe::GroupedExpertsOp> {
 void switchyard::populateMoEExpertsToLinalgPatterns(RewritePatternSet &patterns,
                                                     const BF16Products &bf16) {
   patterns.add<ExpertsLowering>(patterns.getContext(), bf16);
-  patterns.add<GroupedExpertsLowering>(patterns.getContext());
+  patterns.add<GroupedExpertsLowering>(patterns.getContext(), bf16);
 }

@@ -61,14 +61,9 @@ def MoEFuseExperts : Pass<"moe-fuse-experts"> {
     `x` the same way, so its `[E, NG, C, D]` buffer is not materialized
     either (expert choice has no padding: that saves about 1%). The result
     is the same, bit for bit: each row's MLP and the combine's f32 sum are
-    unchanged, and the tests compare fused and unfused outputs exactly. One
-    exception: without a capacity (`capacity_factor: null`), the unfused
-    pipeline runs the experts as `moe.grouped_experts`, on plain products
-    rather than packed ones, and so never on AMX tiles; a bf16 model whose
-    fused products run on AMX then differs from it in rare elements, by a
-    few bf16 steps (differential fuzzing: 1 to 25 elements of outputs of
-    16,512 and 49,536; none with `--bf16-amx=false`), both within
-    SEMANTICS.md's bf16 tolerance.
+    unchanged (without a capacity, the unfused `moe.grouped_experts` runs
+    on the same row-block products), and the tests compare fused and
+    unfused outputs exactly.
   }];
   let dependentDialects = [
     "::switchyard::moe::MoEDialect",
