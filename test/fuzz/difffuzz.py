@@ -139,6 +139,9 @@ EC_CF_VALUES = ["0.1", "0.25", "0.5", "1.0", "1.25", "2.0", "3.0", "8.0", "50.0"
 
 PACKED_DIMS = [32, 64, 96, 128]
 UNPACKED_DIMS = [1, 2, 3, 5, 7, 8, 12, 16, 17, 24, 31, 33, 40, 48, 63, 65, 72, 100]
+# Rows-per-expert class -> (seq_len range, largest batch).
+SEQ_RANGES = {"lt8": ((1, 24), 3), "8-31": ((8, 80), 4), "32-255": ((60, 400), 3),
+              "256-330": ((256, 700), 3), "gt512": ((513, 700), 4)}
 
 
 def rows_class(r):
@@ -164,24 +167,13 @@ def gen_model(rng: random.Random):
     target = rng.choice(["lt8", "8-31", "32-255", "256-330", "256-330", "gt512", "any"])
     if dtype != "f32":
         target = rng.choice(["lt8", "8-31", "32-255", "256-330", "any"])
-    if target == "lt8":
-        S = rng.randint(1, 24)
-        batches = [rng.randint(1, 3), rng.randint(1, 3)]
-    elif target == "8-31":
-        S = rng.randint(8, 80)
-        batches = [rng.randint(1, 4), rng.randint(1, 4)]
-    elif target == "32-255":
-        S = rng.randint(60, 400)
-        batches = [rng.randint(1, 3), rng.randint(1, 3)]
-    elif target == "256-330":
-        S = rng.randint(256, 700)
-        batches = [rng.randint(1, 3), rng.randint(1, 3)]
-    elif target == "gt512":
-        S = rng.randint(513, 700)
-        batches = [rng.randint(1, 4), rng.randint(1, 4)]
+    if target in SEQ_RANGES:
+        (low, high), most = SEQ_RANGES[target]
+        S = rng.randint(low, high)
     else:
         S = rng.choice([1, 2, 7, 63, 64, 65, 128, 129, 200, 333, 512, 700])
-        batches = [rng.randint(1, 4), rng.randint(1, 4)]
+        most = 4
+    batches = [rng.randint(1, most), rng.randint(1, most)]
     if dtype != "f32":
         S = min(S, 330)
     packD = rng.random() < 0.55
