@@ -248,6 +248,7 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
                                         {"gated", static_cast<bool>(wg)},
                                         {"group", group}});
   };
+  // `op` is a layer op (moe::isLayerOp) that runs `times` more times.
   auto addLayer = [&](Operation *op, int64_t times) {
     if (!blockIndex.count(op)) {
       llvm::TypeSwitch<Operation *>(op)
@@ -271,16 +272,10 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
           .Case([&](moe::FFNOp op) {
             describe(op, "ffn", op.getW1(), op.getWg(), 1, 1, "sequence");
           });
-      if (!blockIndex.count(op))
-        return;
     }
     int64_t &count = runs[blockIndex[op]];
     if (count < 0 || times < 0 || llvm::AddOverflow(count, times, count))
       count = -1;
-  };
-  auto isLayer = [](Operation *op) {
-    return isa<moe::TokenChoiceOp, moe::ExpertChoiceOp, moe::SoftMoEOp,
-               moe::FFNOp>(op);
   };
   // The trip count of a loop with constant bounds, or -1.
   auto tripCount = [](LoopLikeOpInterface loop) -> int64_t {
@@ -294,7 +289,7 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
   std::function<void(Region &, int64_t)> visit = [&](Region &region,
                                                      int64_t times) {
     region.walk<WalkOrder::PreOrder>([&](Operation *op) {
-      if (isLayer(op)) {
+      if (moe::isLayerOp(op)) {
         addLayer(op, times);
         return WalkResult::skip();
       }
@@ -308,7 +303,7 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
             visit(callee.getBody(), times);
           else
             callee.walk([&](Operation *inner) {
-              if (isLayer(inner))
+              if (moe::isLayerOp(inner))
                 addLayer(inner, -1);
             });
           callStack.pop_back();

@@ -33,11 +33,7 @@ Value gatherOrZero(OpBuilder &b, Location loc, Value x, Value token, Value g,
   Value t = arith::SelectOp::create(
       b, loc, valid, convertScalar(b, loc, token, b.getIndexType()),
       indexConst(b, loc, 0));
-  Value v = extract(b, loc, x, ValueRange{g, t, d});
-  Type type = v.getType();
-  return arith::SelectOp::create(
-      b, loc, valid, v,
-      arith::ConstantOp::create(b, loc, type, b.getZeroAttr(type)));
+  return selectOrZero(b, loc, valid, extract(b, loc, x, ValueRange{g, t, d}));
 }
 
 /// Loops over every assignment (g, t, j) of `[NG, G, k]` routing tensors.
@@ -530,7 +526,7 @@ Value buildExpertChoiceCombine(OpBuilder &b, Location loc, Value out,
                                            acc[0], ValueRange{g, t, e})};
       })[0];
   bool rows = cast<ShapedType>(out.getType()).getRank() == 3;
-  Value slots = dimOf(b, loc, gates, 2);
+  Value slots = rows ? dimOf(b, loc, gates, 2) : Value();
   return buildTokenOutput(
       b, loc, probs, out, rows ? 2 : 3, elementType(out),
       [&](OpBuilder &b, Location loc, Value g, Value t, Value d) {

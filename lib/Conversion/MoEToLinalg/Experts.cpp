@@ -591,12 +591,7 @@ Value switchyard::lowering::buildUniformRowBlockMLPs(
             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, r, rows);
         Value safe =
             arith::SelectOp::create(b, loc, valid, r, indexConst(b, loc, 0));
-        Value v = element(b, loc, e, safe, d);
-        Type type = v.getType();
-        return arith::SelectOp::create(
-                   b, loc, valid, v,
-                   arith::ConstantOp::create(b, loc, type, b.getZeroAttr(type)))
-            .getResult();
+        return selectOrZero(b, loc, valid, element(b, loc, e, safe, d));
       });
 }
 
@@ -686,13 +681,8 @@ struct GroupedExpertsLowering : ExpertMLPLowering<moe::GroupedExpertsOp> {
                 arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row,
                                       numRows));
             Value safe = arith::SelectOp::create(b, loc, valid, row, c0);
-            Value v = extract(b, loc, rows, ValueRange{safe, d});
-            Type type = v.getType();
-            return arith::SelectOp::create(
-                       b, loc, valid, v,
-                       arith::ConstantOp::create(b, loc, type,
-                                                 b.getZeroAttr(type)))
-                .getResult();
+            return selectOrZero(b, loc, valid,
+                                extract(b, loc, rows, ValueRange{safe, d}));
           });
     }
     Value out = zeroTensor(b, loc, sizesOf(b, loc, rows), elementType(rows));

@@ -29,8 +29,7 @@ struct ConvertMoEToLinalgPass
     // Layer ops are moe-decompose's to take apart: say so, rather than
     // leave the conversion's "failed to legalize".
     WalkResult layers = getOperation()->walk([](Operation *op) {
-      if (!isa<switchyard::moe::TokenChoiceOp, switchyard::moe::ExpertChoiceOp,
-               switchyard::moe::SoftMoEOp, switchyard::moe::FFNOp>(op))
+      if (!switchyard::moe::isLayerOp(op))
         return WalkResult::advance();
       op->emitError("'")
           << op->getName()

@@ -98,6 +98,13 @@ Value insert(OpBuilder &b, Location loc, Value scalar, Value tensor,
   return tensor::InsertOp::create(b, loc, scalar, tensor, indices);
 }
 
+Value selectOrZero(OpBuilder &b, Location loc, Value valid, Value v) {
+  Type type = v.getType();
+  return arith::SelectOp::create(
+      b, loc, valid, v,
+      arith::ConstantOp::create(b, loc, type, b.getZeroAttr(type)));
+}
+
 Value isNaN(OpBuilder &b, Location loc, Value v) {
   return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNO, v, v);
 }

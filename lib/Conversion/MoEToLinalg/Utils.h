@@ -63,6 +63,10 @@ mlir::Value extract(mlir::OpBuilder &b, mlir::Location loc, mlir::Value tensor,
                     mlir::ValueRange indices);
 mlir::Value insert(mlir::OpBuilder &b, mlir::Location loc, mlir::Value scalar,
                    mlir::Value tensor, mlir::ValueRange indices);
+/// `v` where `valid` holds, else a zero of its type (a read at an index
+/// made safe to read, for a row that is not there).
+mlir::Value selectOrZero(mlir::OpBuilder &b, mlir::Location loc,
+                         mlir::Value valid, mlir::Value v);
 
 /// True where `v` is NaN.
 mlir::Value isNaN(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);

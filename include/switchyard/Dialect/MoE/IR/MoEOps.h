@@ -29,6 +29,12 @@ namespace switchyard::moe {
 /// True for the gated activations (swiglu, geglu), which need a `wg` weight.
 bool isGated(Activation activation);
 
+/// True for the layer-level ops (one block of a model: moe.token_choice,
+/// moe.expert_choice, moe.soft_moe, moe.ffn), which moe-decompose takes apart.
+inline bool isLayerOp(mlir::Operation *op) {
+  return mlir::isa<TokenChoiceOp, ExpertChoiceOp, SoftMoEOp, FFNOp>(op);
+}
+
 } // namespace switchyard::moe
 
 #endif // SWITCHYARD_DIALECT_MOE_IR_MOEOPS_H
