@@ -92,22 +92,14 @@ def compile(model, target="cpu", opt_level=3, stage=None, print_ir_after_all=Fal
                                      fusion, bf16_dot_products, bf16_amx, print_ir_after_all, None,
                                      _RUNTIME)
         return Lowered(stage, result)
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
-    library = workdir / "libmodel.so"
-    try:
-        result = _switchyard.compile(text, file_name, "llvm", opt_level, parallel,
-                                     fusion, bf16_dot_products, bf16_amx,
-                                     print_ir_after_all, str(library), _RUNTIME)
-        compiled = CompiledModel(library)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    # The library stays mapped once loaded; its folder goes with the model.
-    weakref.finalize(compiled, shutil.rmtree, str(workdir), True)
-    compiled.passes = list(result.passes)
-    compiled.ir_after_all_text = result.ir_after_all
-    compiled.ir_after_all = _split_dumps(result.ir_after_all)
-    compiled._workdir = workdir
+    results = []
+
+    def write(library):
+        results.append(_switchyard.compile(text, file_name, "llvm", opt_level, parallel,
+                                           fusion, bf16_dot_products, bf16_amx,
+                                           print_ir_after_all, str(library), _RUNTIME))
+    compiled = _load_private("libmodel.so", write)
+    compiled._set_ir(list(results[0].passes), results[0].ir_after_all)
     return compiled
 
 
@@ -129,7 +121,7 @@ def load(path):
 
 def _load_private(name, write):
     """Loads the library that `write(path)` writes, in a folder of its own
-    that goes with the model."""
+    that goes with the model (the library stays mapped once loaded)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-"))
     try:
         library = workdir / name
@@ -148,9 +140,7 @@ def _unpickle(name, library, header, state):
         if header is not None:
             target.with_suffix(".h").write_bytes(header)
     compiled = _load_private(name, write)
-    compiled.passes = state["passes"]
-    compiled.ir_after_all_text = state["ir_after_all_text"]
-    compiled.ir_after_all = _split_dumps(state["ir_after_all_text"])
+    compiled._set_ir(state["passes"], state["ir_after_all_text"])
     return compiled
 
 
@@ -226,8 +216,13 @@ class CompiledModel:
         self.d_model = self.manifest["d_model"]
         self.weights = {w["name"]: (tuple(w["shape"]), w["dtype"])
                         for w in self.manifest["weights"]}
-        self.passes, self.ir_after_all, self.ir_after_all_text = [], [], ""
+        self._set_ir([], "")
         self._bound = None  # (key, _Weights)
+
+    def _set_ir(self, passes, ir_after_all_text):
+        self.passes = passes
+        self.ir_after_all_text = ir_after_all_text
+        self.ir_after_all = _split_dumps(ir_after_all_text)
 
     def __reduce__(self):
         # Pickled as its library (and header and IR dumps), so that a model
