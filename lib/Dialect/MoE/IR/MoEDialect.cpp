@@ -8,6 +8,7 @@
 #include "switchyard/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/IR/DialectImplementation.h"
+#include "mlir/Transforms/InliningUtils.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -20,6 +21,19 @@ using namespace switchyard::moe;
 #define GET_ATTRDEF_CLASSES
 #include "switchyard/Dialect/MoE/IR/MoEAttrs.cpp.inc"
 
+namespace {
+/// moe ops compute their results from their operands alone and have no
+/// regions, so any of them may be inlined: the CPU pipeline inlines the
+/// functions a model calls, so that their layers' weights are packed once,
+/// when bound, like the entry's own.
+struct MoEInlinerInterface : DialectInlinerInterface {
+  using DialectInlinerInterface::DialectInlinerInterface;
+  bool isLegalToInline(Operation *, Region *, bool, IRMapping &) const final {
+    return true;
+  }
+};
+} // namespace
+
 void MoEDialect::initialize() {
   addAttributes<
 #define GET_ATTRDEF_LIST
@@ -29,6 +43,7 @@ void MoEDialect::initialize() {
 #define GET_OP_LIST
 #include "switchyard/Dialect/MoE/IR/MoEOps.cpp.inc"
       >();
+  addInterfaces<MoEInlinerInterface>();
 }
 
 Operation *MoEDialect::materializeConstant(OpBuilder &builder, Attribute value,
