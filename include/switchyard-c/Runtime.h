@@ -98,7 +98,8 @@ SY_API sy_status sy_model_run(const sy_model *model, int64_t batch,
 /* Useful floating-point operations of a run, counting only kept expert
  * assignments (needs the run's stats for routed blocks). NaN when the input
  * decides how many times a layer runs (a loop bounded by the batch size, a
- * branch: the manifest's `runs` is -1). */
+ * branch: the manifest's `runs` is -1), and for a NULL model or a batch
+ * below 1. */
 SY_API double sy_model_useful_flops(const sy_model *model, int64_t batch,
                                     const sy_stats *stats);
 

@@ -9,6 +9,7 @@
 
 #include "Model.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -221,8 +222,8 @@ sy_status sy_model_run(const sy_model *model, int64_t batch, const void *input,
 
 double sy_model_useful_flops(const sy_model *model, int64_t batch,
                              const sy_stats *stats) {
-  if (!model)
-    return 0.0;
+  if (!model || batch < 1)
+    return std::nan("");
   return model->model.usefulFlops(batch, stats ? &stats->stats : nullptr);
 }
 

@@ -24,6 +24,34 @@ Error formatError(StringRef file, const Twine &msg) {
   return createStringError(inconvertibleErrorCode(),
                            "'" + file.str() + "': " + msg.str());
 }
+
+/// The file at `path`, memory-mapped where the system allows, or "cannot
+/// read <what>'path': why". A pipe (`--input /dev/stdin`) is read until its
+/// writer closes it; a device is refused before it is opened, since it would
+/// be read until it ends, and /dev/zero never does.
+Expected<std::unique_ptr<MemoryBuffer>> readFile(StringRef path,
+                                                 StringRef what) {
+  auto cannotRead = [&](std::error_code ec, const Twine &why) {
+    return createStringError(ec, "cannot read " + what.str() + "'" +
+                                     path.str() + "': " + why.str());
+  };
+  sys::fs::file_status status;
+  if (std::error_code ec = sys::fs::status(path, status))
+    return cannotRead(ec, ec.message());
+  if (sys::fs::is_directory(status)) {
+    auto ec = std::make_error_code(std::errc::is_a_directory);
+    return cannotRead(ec, ec.message());
+  }
+  if (status.type() != sys::fs::file_type::regular_file &&
+      status.type() != sys::fs::file_type::fifo_file)
+    return cannotRead(std::make_error_code(std::errc::invalid_argument),
+                      "not a regular file or a pipe");
+  auto buffer = MemoryBuffer::getFile(path, /*IsText=*/false,
+                                      /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return cannotRead(buffer.getError(), buffer.getError().message());
+  return std::move(*buffer);
+}
 } // namespace
 
 StringRef switchyard::runtime::dtypeName(DType t) {
@@ -253,12 +281,9 @@ switchyard::runtime::parseNpy(std::unique_ptr<MemoryBuffer> buffer) {
 }
 
 Expected<NpyArray> switchyard::runtime::readNpy(StringRef path) {
-  auto buffer = MemoryBuffer::getFile(path, /*IsText=*/false,
-                                      /*RequiresNullTerminator=*/false);
+  Expected<std::unique_ptr<MemoryBuffer>> buffer = readFile(path, "");
   if (!buffer)
-    return createStringError(buffer.getError(), "cannot read '" + path.str() +
-                                                    "': " +
-                                                    buffer.getError().message());
+    return buffer.takeError();
   return parseNpy(std::move(*buffer));
 }
 
@@ -434,12 +459,9 @@ SafeTensorsFile::parse(std::unique_ptr<MemoryBuffer> buffer) {
 
 Expected<std::unique_ptr<SafeTensorsFile>>
 SafeTensorsFile::open(StringRef path) {
-  auto buffer = MemoryBuffer::getFile(path, /*IsText=*/false,
-                                      /*RequiresNullTerminator=*/false);
+  Expected<std::unique_ptr<MemoryBuffer>> buffer = readFile(path, "weights ");
   if (!buffer)
-    return createStringError(buffer.getError(),
-                             "cannot read weights '" + path.str() +
-                                 "': " + buffer.getError().message());
+    return buffer.takeError();
   return parse(std::move(*buffer));
 }
 

@@ -21,7 +21,10 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MathExtras.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/xxhash.h"
 
@@ -49,6 +52,20 @@ struct Options {
 };
 
 const char *program = "model";
+
+/// Whether paths `a` and `b` name one file: the same file when both exist,
+/// else the same absolute path.
+bool sameFile(StringRef a, StringRef b) {
+  bool same = false;
+  if (!sys::fs::equivalent(a, b, same))
+    return same;
+  SmallString<256> absA(a), absB(b);
+  if (sys::fs::make_absolute(absA) || sys::fs::make_absolute(absB))
+    return a == b;
+  sys::path::remove_dots(absA, /*remove_dot_dot=*/true);
+  sys::path::remove_dots(absB, /*remove_dot_dot=*/true);
+  return absA == absB;
+}
 
 [[noreturn]] void die(const Twine &msg, int code = 1) {
   errs() << program << ": error: " << msg << "\n";
@@ -130,7 +147,11 @@ Options parseArgs(int argc, char **argv) {
     else if (name == "--stats")
       o.stats = value;
     else if (name == "--seed") {
-      o.seed = uint64_t(integer(0));
+      // Any 64-bit seed, as the C API and the Python package take.
+      if (StringRef(value).getAsInteger(10, o.seed))
+        die("option '--seed' needs an integer in [0, 2^64), got '" + value +
+                "'",
+            2);
       o.haveSeed = true;
     } else if (name == "--batch") {
       o.batch = integer(1);
@@ -148,6 +169,18 @@ Options parseArgs(int argc, char **argv) {
     die("--input and --batch exclude each other: the input's shape gives the "
         "batch",
         2);
+  // Two outputs written to one file would leave only the last.
+  const std::pair<StringRef, const std::string *> outputs[] = {
+      {"--output", &o.output},
+      {"--stats", &o.stats},
+      {"--save-weights", &o.saveWeights}};
+  for (size_t i = 0; i < std::size(outputs); ++i)
+    for (size_t j = i + 1; j < std::size(outputs); ++j)
+      if (!outputs[i].second->empty() && !outputs[j].second->empty() &&
+          sameFile(*outputs[i].second, *outputs[j].second))
+        die("options '" + outputs[i].first + "' and '" + outputs[j].first +
+                "' name the same file '" + *outputs[j].second + "'",
+            2);
   return o;
 }
 
@@ -294,8 +327,13 @@ static int runMain(int argc, char **argv) {
   if (!o.input.empty()) {
     input = loadInput(o, m, batch);
   } else {
-    int64_t count = batch * m.seqLen * m.dModel;
-    input.resize(count * dtypeSize(m.dtype));
+    int64_t count, bytes;
+    if (MulOverflow(batch, m.seqLen * m.dModel, count) ||
+        MulOverflow(count, int64_t(dtypeSize(m.dtype)), bytes))
+      die("out of memory: an input of " + Twine(batch) + " sequences [" +
+          Twine(m.seqLen) + ", " + Twine(m.dModel) +
+          "] is more bytes than a 64-bit size holds");
+    input.resize(bytes);
     fillNormal(input.data(), m.dtype, count, o.seed, xxh3_64bits("input"), 0,
                1);
   }

@@ -166,6 +166,8 @@ int main(int argc, char **argv) {
   fprintf(f, "%g\n", sy_model_useful_flops(model, B, stats));
   fclose(f);
   CHECK(sy_model_useful_flops(model, B, stats) > 0);
+  CHECK(isnan(sy_model_useful_flops(model, 0, stats)));
+  CHECK(isnan(sy_model_useful_flops(NULL, B, stats)));
   CHECK(sy_stats_get(stats, 2, &block, &message) == SY_ERROR_INVALID_ARGUMENT);
   CHECK(message && strstr(message, "block 2 is out of range [0, 2)"));
   sy_free_message(message);
@@ -210,6 +212,12 @@ int main(int argc, char **argv) {
   CHECK(sy_model_create_from_file("/nonexistent/w.safetensors", &bad,
                                   &message) == SY_ERROR_IO);
   CHECK(message && strstr(message, "/nonexistent/w.safetensors"));
+  sy_free_message(message);
+  message = NULL;
+  /* A device is refused before it is read: /dev/zero never ends. */
+  CHECK(sy_model_create_from_file("/dev/zero", &bad, &message) == SY_ERROR_IO);
+  CHECK(message &&
+        strstr(message, "'/dev/zero': not a regular file or a pipe"));
   sy_free_message(message);
   message = NULL;
   CHECK(sy_model_run(model, 0, x, y, NULL, &message) ==

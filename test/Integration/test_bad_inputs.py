@@ -225,6 +225,26 @@ def test_missing_input_file(tiny):
     expect_error(proc, f"cannot read '{work / 'nope.npy'}'", "No such file or directory")
 
 
+@pytest.mark.parametrize("flag, what", [("--weights", "weights "), ("--input", "")])
+def test_devices_are_refused_and_pipes_read(tiny, flag, what):
+    # /dev/zero would be read until memory runs out; a pipe is read until
+    # its writer closes it.
+    exe, _, work = tiny
+    expect_error(run(exe, flag, "/dev/zero", sanitized=True),
+                 f"cannot read {what}'/dev/zero': not a regular file or a pipe")
+    source = work / "good.safetensors"
+    if flag == "--input":
+        source = work / "piped.npy"
+        np.save(source, np.random.default_rng(2).standard_normal((3, 4, 8)).astype(np.float32))
+    direct = run(exe, flag, source, "--output", work / "direct.npy", sanitized=True)
+    assert direct.returncode == 0, direct.stderr
+    with open(source, "rb") as f:
+        piped = subprocess.run([str(exe), flag, "/dev/stdin", "--output", str(work / "piped.npy")],
+                               stdin=f, capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr
+    np.testing.assert_array_equal(np.load(work / "piped.npy"), np.load(work / "direct.npy"))
+
+
 @pytest.mark.parametrize("flag", ["--output", "--stats", "--save-weights"])
 def test_unwritable_outputs(tiny, flag):
     exe, _, work = tiny
@@ -260,6 +280,13 @@ def test_bad_command_lines(tiny, args, fragment):
     (["--batch", "1", "--batch", "2"], "option '--batch' is given twice"),
     (["--threads", "100000"], "option '--threads' needs an integer in [1, 1024], got '100000'"),
     (["--frob"], "unknown option '--frob'"),
+    (["--seed", "18446744073709551616"],
+     "option '--seed' needs an integer in [0, 2^64), got '18446744073709551616'"),
+    (["--seed", "-1"], "option '--seed' needs an integer in [0, 2^64), got '-1'"),
+    (["--output", "o.npy", "--stats", "./o.npy"],
+     "options '--output' and '--stats' name the same file './o.npy'"),
+    (["--stats", "s.json", "--save-weights", "s.json"],
+     "options '--stats' and '--save-weights' name the same file 's.json'"),
 ])
 def test_more_bad_command_lines(tiny, args, fragment):
     exe, _, _ = tiny
@@ -292,6 +319,9 @@ def test_out_of_memory_is_an_error_not_a_crash(tmp_path):
     (tmp_path / "tiny.yaml").write_text(MODEL)
     moec(tmp_path / "tiny.yaml", "-o", tmp_path / "tiny")
     expect_error(limited(tmp_path / "tiny", "--batch", "1000000000000"), "out of memory")
+    # A batch whose input is more bytes than 64 bits count.
+    expect_error(limited(tmp_path / "tiny", "--batch", str(2**60)),
+                 f"out of memory: an input of {2**60} sequences [4, 8] is more bytes than")
 
 
 def test_non_finite_input_gives_nan_rows_not_a_crash(tiny):

@@ -165,6 +165,13 @@ def test_seeded_runs_are_deterministic_and_bench_reports(tmp_path):
     other = run(exe, "--seed", 6, "--batch", 2, "--output", tmp_path / "c.npy")
     assert other.returncode == 0
     assert not np.array_equal(np.load(tmp_path / "c.npy"), outs[0])
+    # Any 64-bit seed, as the C API and the Python package take: 2^64 - 1
+    # and 2^63 draw their own weights.
+    for seed in (2**64 - 1, 2**63):
+        proc = run(exe, "--seed", seed, "--batch", 2, "--output", tmp_path / f"{seed}.npy")
+        assert proc.returncode == 0, proc.stderr
+    assert not np.array_equal(np.load(tmp_path / f"{2**64 - 1}.npy"),
+                              np.load(tmp_path / f"{2**63}.npy"))
 
 
 # Token-choice blocks whose experts get several 256-row blocks of uneven
