@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "switchyard/Frontend/Importer.h"
+#include "switchyard/Support/EntryFunction.h"
 
 #include "switchyard/Dialect/MoE/IR/MoEOps.h"
 
@@ -159,22 +160,25 @@ OwningOpRef<ModuleOp> switchyard::importModel(const ModelDescription &model,
 }
 
 func::FuncOp switchyard::getEntryFunction(ModuleOp module) {
-  func::FuncOp only;
-  unsigned publicCount = 0;
-  for (auto fn : module.getOps<func::FuncOp>()) {
-    if (fn.getName() == "forward" && !fn.isExternal())
-      return fn;
-    if (fn.isPublic() && !fn.isExternal()) {
-      only = fn;
-      ++publicCount;
-    }
+  func::FuncOp entry = findEntryFunction(module);
+  if (!entry) {
+    unsigned publicCount =
+        llvm::count_if(module.getOps<func::FuncOp>(), [](func::FuncOp fn) {
+          return fn.isPublic() && !fn.isExternal();
+        });
+    module.emitError("no entry function: expected a function named 'forward' "
+                     "or exactly one public function (found ")
+        << publicCount << ")";
+    return nullptr;
   }
-  if (publicCount == 1)
-    return only;
-  module.emitError("no entry function: expected a function named 'forward' "
-                   "or exactly one public function (found ")
-      << publicCount << ")";
-  return nullptr;
+  // The artifact calls it from outside; the pipeline would drop a private
+  // function that nothing in the module calls.
+  if (!entry.isPublic()) {
+    entry.emitError("the entry function '")
+        << entry.getName() << "' is private: make it public";
+    return nullptr;
+  }
+  return entry;
 }
 
 static std::string dtypeName(Type t) {
@@ -331,7 +335,22 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
     block.getAsObject()->insert({"runs", count});
 
   llvm::json::Array results;
-  auto ret = cast<func::ReturnOp>(entry.getBody().back().getTerminator());
+  // A result is a statistic of a layer when every return of the entry (a
+  // body of several blocks may have more than one) returns it.
+  SmallVector<func::ReturnOp> returns;
+  for (Block &block : entry.getBody())
+    if (block.mightHaveTerminator())
+      if (auto ret = dyn_cast<func::ReturnOp>(block.getTerminator()))
+        returns.push_back(ret);
+  auto returned = [&](unsigned i) -> Value {
+    if (returns.empty())
+      return nullptr;
+    Value value = returns.front().getOperand(i);
+    for (func::ReturnOp ret : returns)
+      if (ret.getOperand(i) != value)
+        return nullptr;
+    return value;
+  };
   for (unsigned i = 0; i < type.getNumResults(); ++i) {
     auto t = dyn_cast<RankedTensorType>(type.getResult(i));
     if (!t || dtypeName(t.getElementType()).empty() ||
@@ -345,8 +364,8 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
       name = attr.str();
     // Statistics of a layer: name them after the layer op's result.
     if (i > 0) {
-      Operation *def = ret.getOperand(i).getDefiningOp();
-      auto layerResult = dyn_cast<OpResult>(ret.getOperand(i));
+      auto layerResult = dyn_cast_or_null<OpResult>(returned(i));
+      Operation *def = layerResult ? layerResult.getOwner() : nullptr;
       if (def && blockIndex.count(def) && layerResult.getResultNumber() > 0) {
         unsigned index = layerResult.getResultNumber();
         llvm::StringRef stat =

@@ -14,6 +14,8 @@
 
 #include "switchyard/Transforms/Passes.h"
 
+#include "switchyard/Support/EntryFunction.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -30,7 +32,6 @@ using namespace mlir;
 
 namespace {
 
-constexpr llvm::StringLiteral kWeight = "switchyard.weight";
 constexpr llvm::StringLiteral kPackWeight = "switchyard.pack_weight";
 constexpr llvm::StringLiteral kPrepack = "switchyard.prepack";
 
@@ -82,24 +83,15 @@ struct HoistWeightPackingPass
     });
     if (left.wasInterrupted())
       return signalPassFailure();
-    SmallVector<func::FuncOp> funcs(module.getOps<func::FuncOp>());
+    // The entry's weights only: those the runtime binds, in the manifest's
+    // order. Another function keeps packing its own (the pipeline has
+    // inlined the calls it can).
+    func::FuncOp entry = switchyard::findEntryFunction(module);
+    if (!entry)
+      return;
     SmallVector<Attribute> records;
-    func::FuncOp hoisted;
-    for (func::FuncOp func : funcs) {
-      size_t before = records.size();
-      if (failed(hoist(func, records)))
-        return signalPassFailure();
-      if (records.size() == before)
-        continue;
-      // The manifest lists the packed weights of one entry.
-      if (hoisted) {
-        func.emitError("packed weights in two functions, '")
-            << hoisted.getName() << "' and '" << func.getName()
-            << "': switchyard.prepack describes one entry's";
-        return signalPassFailure();
-      }
-      hoisted = func;
-    }
+    if (failed(hoist(entry, records)))
+      return signalPassFailure();
     if (!records.empty())
       module->setAttr(kPrepack, ArrayAttr::get(&getContext(), records));
   }
@@ -115,16 +107,13 @@ struct HoistWeightPackingPass
       int64_t weightIndex;
       SmallVector<linalg::TransposeOp> packs;
     };
+    // Every argument after the input x is a weight, named
+    // (`switchyard.weight`) or not, as the manifest numbers them.
     SmallVector<Packed> packed;
-    int64_t weightIndex = 0;
-    for (BlockArgument arg : func.getArguments()) {
-      if (!func.getArgAttr(arg.getArgNumber(), kWeight))
-        continue;
+    for (BlockArgument arg : func.getArguments().drop_front())
       if (std::optional<SmallVector<linalg::TransposeOp>> packs =
               packingOf(arg))
-        packed.push_back({arg.getArgNumber(), weightIndex, *packs});
-      ++weightIndex;
-    }
+        packed.push_back({arg.getArgNumber(), arg.getArgNumber() - 1, *packs});
     if (packed.empty())
       return success();
     // A function that is called keeps packing its weights: its callers pass

@@ -196,9 +196,11 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   OwningOpRef<ModuleOp> module = loadModel(sourceMgr, &ctx);
   if (!module)
     throw ModelError(diagnostics);
+  // No entry, or one the manifest cannot describe: a bad model, as moec's
+  // exit status 1 says.
   func::FuncOp entry = getEntryFunction(*module);
   if (!entry)
-    throw fail("");
+    throw ModelError(diagnostics);
   entry->setAttr("llvm.emit_c_interface", UnitAttr::get(&ctx));
   // The pipeline replaces the func.func; keep its name.
   std::string entryName = entry.getName().str();
@@ -206,7 +208,7 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   if (output) {
     FailureOr<std::string> manifest = buildManifest(entry);
     if (failed(manifest))
-      throw fail("");
+      throw ModelError(diagnostics);
     result.manifest = *manifest;
   }
   std::string layerIR;

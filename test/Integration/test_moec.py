@@ -488,6 +488,61 @@ def test_layers_in_loops_and_calls(tmp_path):
                                   np.load(tmp_path / "unrolled3.npy"))
 
 
+ENTRY_TYPES = ("(tensor<2x8x64xf32>, tensor<64x4xf32>, tensor<4x64x64xf32>, "
+               "tensor<4x64x64xf32>)")
+ENTRY_LAYER = """\
+  %y:7 = moe.token_choice %h router(%wr) experts(w1 %w1 w2 %w2) {{activation = #moe.activation<relu>, capacity_factor = 1.25 : f64}}
+      : {types} -> (tensor<2x8x64xf32>, tensor<f32>, tensor<f32>, tensor<4xi64>, tensor<i64>, tensor<i64>, tensor<i64>)
+"""
+ENTRY_ARGS = ("(%h: tensor<2x8x64xf32>, %wr: tensor<64x4xf32>{router}, "
+              "%w1: tensor<4x64x64xf32> {{switchyard.weight = \"w1\"}}, "
+              "%w2: tensor<4x64x64xf32> {{switchyard.weight = \"w2\"}})")
+
+
+def entry_model(router="", body="  return %y#0 : tensor<2x8x64xf32>\n", results="tensor<2x8x64xf32>",
+                name="forward", visibility=""):
+    return (f"func.func {visibility}@{name}" + ENTRY_ARGS.format(router=router)
+            + f" -> {results} {{\n" + ENTRY_LAYER.format(types=ENTRY_TYPES) + body + "}\n")
+
+
+def test_entry_rules(tmp_path):
+    """The entry's weights, named or not, are packed when bound under the
+    manifest's indices; a public function the entry calls is inlined, and
+    its weights are not taken for the entry's; a statistic returned from a
+    body of several blocks is one; a private @forward is an error."""
+    models = {
+        "named": entry_model(router=' {switchyard.weight = "arg1"}'),
+        # The router has no name: the manifest calls it arg1.
+        "unnamed": entry_model(),
+        "public-callee": entry_model(name="block")
+        + f"func.func @forward(%x: tensor<2x8x64xf32>, %wr: tensor<64x4xf32> "
+        f"{{switchyard.weight = \"arg1\"}}, %w1: tensor<4x64x64xf32> {{switchyard.weight = \"w1\"}}, "
+        f"%w2: tensor<4x64x64xf32> {{switchyard.weight = \"w2\"}}) -> tensor<2x8x64xf32> {{\n"
+        f"  %r = func.call @block(%x, %wr, %w1, %w2) : {ENTRY_TYPES} -> tensor<2x8x64xf32>\n"
+        "  return %r : tensor<2x8x64xf32>\n}\n",
+        "blocks": entry_model(
+            router=' {switchyard.weight = "arg1"}', results="(tensor<2x8x64xf32>, tensor<f32>)",
+            body="  cf.br ^bb2\n^bb1:\n  return %y#0, %y#1 : tensor<2x8x64xf32>, tensor<f32>\n"
+                 "^bb2:\n  cf.br ^bb1\n"),
+    }
+    outputs = {}
+    for name, text in models.items():
+        (tmp_path / f"{name}.mlir").write_text(text)
+        moec(tmp_path / f"{name}.mlir", "-o", tmp_path / name)
+        proc = run(tmp_path / name, "--seed", 3, "--output", tmp_path / f"{name}.npy")
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = np.load(tmp_path / f"{name}.npy")
+        assert np.isfinite(outputs[name]).all(), name
+        if name == "blocks":
+            assert "block 0 moe           aux_loss" in proc.stdout, proc.stdout
+    for name in models:
+        np.testing.assert_array_equal(outputs[name], outputs["named"], err_msg=name)
+    (tmp_path / "private.mlir").write_text(entry_model(visibility="private "))
+    proc = moec(tmp_path / "private.mlir", "-o", tmp_path / "private", check=False)
+    assert proc.returncode == 1
+    assert "error: the entry function 'forward' is private: make it public" in proc.stderr
+
+
 DROPLESS = """\
 name: dropless
 d_model: 96

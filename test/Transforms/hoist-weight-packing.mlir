@@ -63,7 +63,7 @@ module {
 // CHECK-LABEL: func.func @caller
 // CHECK-NOT: func.func @forward_prepack
 module {
-  func.func @forward(%w: tensor<2x16x64xf32> {switchyard.weight = "w1"}) -> tensor<2x2x16x32xf32> {
+  func.func @forward(%x: tensor<?x16xf32>, %w: tensor<2x16x64xf32> {switchyard.weight = "w1"}) -> tensor<2x2x16x32xf32> {
     %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
         : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
     %init = tensor.empty() : tensor<2x2x16x32xf32>
@@ -71,9 +71,61 @@ module {
         permutation = [0, 2, 1, 3] {switchyard.pack_weight}
     return %p : tensor<2x2x16x32xf32>
   }
-  func.func @caller(%w: tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32> {
-    %r = func.call @forward(%w) : (tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32>
+  func.func @caller(%x: tensor<?x16xf32>, %w: tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32> {
+    %r = func.call @forward(%x, %w) : (tensor<?x16xf32>, tensor<2x16x64xf32>) -> tensor<2x2x16x32xf32>
     return %r : tensor<2x2x16x32xf32>
   }
 }
 
+
+// -----
+
+// Weights without a name are weights too (`arg<N>` in the manifest), and
+// count in the index: the packed weight is the second.
+
+// CHECK: module attributes {switchyard.prepack = [{shape = array<i64: 2, 2, 16, 32>, weight = 1 : i64}]}
+// CHECK-LABEL: func.func @forward_prepack
+// CHECK-LABEL: func.func @forward(
+// CHECK-SAME:    tensor<2x2x16x32xf32> {switchyard.packed}
+module {
+  func.func @forward(%x: tensor<?x16xf32>, %router: tensor<16x2xf32>, %w: tensor<2x16x64xf32>)
+      -> (tensor<2x2x16x32xf32>, tensor<16x2xf32>) {
+    %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+        : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
+    %init = tensor.empty() : tensor<2x2x16x32xf32>
+    %p = linalg.transpose ins(%e : tensor<2x16x2x32xf32>) outs(%init : tensor<2x2x16x32xf32>)
+        permutation = [0, 2, 1, 3] {switchyard.pack_weight}
+    return %p, %router : tensor<2x2x16x32xf32>, tensor<16x2xf32>
+  }
+}
+
+// -----
+
+// Only the entry's weights are packed when bound (the runtime binds the
+// entry's); another public function keeps packing its own.
+
+// CHECK: module attributes {switchyard.prepack = [{shape = array<i64: 2, 2, 16, 32>, weight = 0 : i64}]}
+// CHECK-LABEL: func.func @block
+// CHECK:         linalg.transpose
+// CHECK-LABEL: func.func @forward_prepack
+// CHECK-LABEL: func.func @forward(
+// CHECK-SAME:    {switchyard.packed, switchyard.weight = "w1"}
+// CHECK-NOT:   func.func @block_prepack
+module {
+  func.func @block(%x: tensor<?x16xf32>, %w: tensor<2x16x64xf32> {switchyard.weight = "w1"}) -> tensor<2x2x16x32xf32> {
+    %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+        : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
+    %init = tensor.empty() : tensor<2x2x16x32xf32>
+    %p = linalg.transpose ins(%e : tensor<2x16x2x32xf32>) outs(%init : tensor<2x2x16x32xf32>)
+        permutation = [0, 2, 1, 3] {switchyard.pack_weight}
+    return %p : tensor<2x2x16x32xf32>
+  }
+  func.func @forward(%x: tensor<?x16xf32>, %w: tensor<2x16x64xf32> {switchyard.weight = "w1"}) -> tensor<2x2x16x32xf32> {
+    %e = tensor.expand_shape %w [[0], [1], [2, 3]] output_shape [2, 16, 2, 32]
+        : tensor<2x16x64xf32> into tensor<2x16x2x32xf32>
+    %init = tensor.empty() : tensor<2x2x16x32xf32>
+    %p = linalg.transpose ins(%e : tensor<2x16x2x32xf32>) outs(%init : tensor<2x2x16x32xf32>)
+        permutation = [0, 2, 1, 3] {switchyard.pack_weight}
+    return %p : tensor<2x2x16x32xf32>
+  }
+}

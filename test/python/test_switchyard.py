@@ -7,6 +7,7 @@ round trip through save/load."""
 import gc
 import multiprocessing
 import pathlib
+import re
 import pickle
 import shlex
 import subprocess
@@ -128,6 +129,21 @@ def test_compile_errors():
     assert sy.Model.from_yaml(pathlib.Path(SWITCH).read_bytes()).d_model == model.d_model
     with pytest.raises(ValueError, match="is not a Switchyard library"):
         sy.load(sy._switchyard.__file__)  # a shared library, but not a model
+
+
+def test_mlir_without_an_entry_is_a_model_error(tmp_path):
+    body = ("(%x: tensor<?x4x8xf32>) -> tensor<?x4x8xf32> {\n"
+            "  return %x : tensor<?x4x8xf32>\n}\n")
+    for text, fragment in (
+            (f"func.func @a{body}func.func @b{body}",
+             "no entry function: expected a function named 'forward' or exactly one public "
+             "function (found 2)"),
+            (f"func.func private @forward{body}",
+             "the entry function 'forward' is private: make it public")):
+        source = tmp_path / "entry.mlir"
+        source.write_text(text)
+        with pytest.raises(sy.ModelError, match=re.escape(fragment)):
+            sy.compile(source)
 
 
 def test_failing_pipeline_names_the_moe_opt_command(tmp_path):

@@ -145,10 +145,12 @@ def SwitchyardHoistWeightPacking
     instead of reading and writing them to pack them (150 MB, about a third
     of the Switch block's time at B=4).
 
-    A function that is called keeps packing its weights (its callers pass
-    them unpacked); a module whose `<entry>_prepack` name is taken, or with
-    packed weights in two functions (`switchyard.prepack` describes one
-    entry's), is an error.
+    Only the entry's weights are hoisted: `@forward`, or the module's only
+    public function, whose arguments after the input x are all weights
+    (named by `switchyard.weight` or not; the index counts them all). Other
+    functions keep packing their weights, and so does an entry that is
+    called (its callers pass them unpacked); the CPU pipeline inlines calls
+    first. A module whose `<entry>_prepack` name is taken is an error.
 
     As the CPU pipeline's first module pass after the lowering to linalg, it
     also fails on any moe op left in the module: the pipeline's function
