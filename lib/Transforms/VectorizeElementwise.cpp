@@ -268,6 +268,10 @@ struct VectorizeElementwisePass
     SmallVector<std::pair<linalg::GenericOp, int64_t>> ops;
     SmallVector<std::pair<linalg::GenericOp, ColumnTile>> columns;
     func.walk([&](linalg::GenericOp op) {
+      // An op with an empty loop computes nothing (and tiling an empty
+      // extent by 0 would mean "do not tile").
+      if (llvm::is_contained(op.getStaticLoopRanges(), 0))
+        return;
       if (int64_t width = segmentWidth(op))
         ops.push_back({op, width});
       else if (isRowReduction(op))

@@ -244,3 +244,25 @@ func.func @long_row(%x: tensor<2048x1024xf32>, %acc: tensor<2048xf32>) -> tensor
   } -> tensor<2048xf32>
   return %0 : tensor<2048xf32>
 }
+
+// -----
+
+// An op with an empty loop computes nothing and is left as it is (tiling
+// its empty extent crashed).
+
+// CHECK-LABEL: func.func @empty_row
+// CHECK:         linalg.generic
+// CHECK-NOT:     vector.
+func.func @empty_row(%x: tensor<2x8x0xf32>) -> tensor<2x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %init = tensor.empty() : tensor<2x8xf32>
+  %fill = linalg.fill ins(%zero : f32) outs(%init : tensor<2x8xf32>) -> tensor<2x8xf32>
+  %sum = linalg.generic {indexing_maps = [affine_map<(b, s, d) -> (b, s, d)>, affine_map<(b, s, d) -> (b, s)>],
+                         iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x : tensor<2x8x0xf32>) outs(%fill : tensor<2x8xf32>) {
+  ^bb0(%in: f32, %acc: f32):
+    %a = arith.addf %in, %acc : f32
+    linalg.yield %a : f32
+  } -> tensor<2x8xf32>
+  return %sum : tensor<2x8xf32>
+}

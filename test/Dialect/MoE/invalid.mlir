@@ -743,3 +743,19 @@ func.func @token_choice_router_experts(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf
       -> (tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8x2xi64>, tensor<2x8x1xf32>, tensor<2x8x1xi64>, tensor<2x8x1xi1>)
   return
 }
+
+// -----
+
+func.func @experts_empty_width(%in: tensor<4x6x0xf32>, %w1: tensor<4x0x32xf32>, %w2: tensor<4x32x0xf32>) {
+  // expected-error @+1 {{expected w1 to have no empty dimension, but found 'tensor<4x0x32xf32>'}}
+  %o = moe.experts %in weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>} : (tensor<4x6x0xf32>, tensor<4x0x32xf32>, tensor<4x32x0xf32>) -> tensor<4x6x0xf32>
+  return
+}
+
+// -----
+
+func.func @load_balancing_loss_dynamic_experts(%p: tensor<2x8x?xf32>) {
+  // expected-error @+1 {{expected probs with a static number of experts E, but found 'tensor<2x8x?xf32>'}}
+  %a = moe.load_balancing_loss %p {top_k = 3 : i64} : tensor<2x8x?xf32>
+  return
+}

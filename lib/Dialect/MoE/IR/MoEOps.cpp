@@ -98,6 +98,12 @@ static LogicalResult verifyExpertWeights(Operation *op, Type modelType,
                                          Activation activation,
                                          bool hasExpertDim) {
   const unsigned off = hasExpertDim ? 1 : 0;
+  // Empty products: the lowering tiles and packs D and F.
+  for (auto [name, w] : {std::pair<StringRef, Value>{"w1", w1}, {"w2", w2}})
+    if (llvm::is_contained(shapeOf(w), 0))
+      return op->emitOpError("expected ")
+             << name << " to have no empty dimension, but found "
+             << w.getType();
   if (hasExpertDim && !ShapedType::isDynamic(numExperts) &&
       !ShapedType::isDynamic(dimOf(w1, 0)) && dimOf(w1, 0) != numExperts)
     return op->emitOpError("expected w1 to have E = ")
@@ -777,6 +783,10 @@ LogicalResult SoftExpertsOp::verify() {
 }
 
 LogicalResult LoadBalancingLossOp::verify() {
+  if (ShapedType::isDynamic(dimOf(getProbs(), 2)))
+    return emitOpError("expected probs with a static number of experts E, "
+                       "but found ")
+           << getProbs().getType();
   if (failed(verifyTopK(getOperation(), getTopK(), dimOf(getProbs(), 2))))
     return failure();
   return verifyNonNegative(getOperation(), "weight",
