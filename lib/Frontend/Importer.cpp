@@ -239,12 +239,10 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
   // only at run time, a recursive call).
   llvm::DenseMap<Operation *, unsigned> blockIndex;
   llvm::json::Array blocks;
-  std::vector<int64_t> runs;
   auto describe = [&](Operation *op, llvm::StringRef kind, Value w1, Value wg,
                       int64_t experts, int64_t slots, llvm::StringRef group) {
     auto w1Type = cast<RankedTensorType>(w1.getType());
     blockIndex[op] = blocks.size();
-    runs.push_back(0);
     blocks.push_back(llvm::json::Object{{"kind", kind},
                                         {"d_ff", w1Type.getShape().back()},
                                         {"experts", experts},
@@ -252,34 +250,20 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
                                         {"gated", static_cast<bool>(wg)},
                                         {"group", group}});
   };
-  // `op` is a layer op (moe::isLayerOp) that runs `times` more times.
-  auto addLayer = [&](Operation *op, int64_t times) {
-    if (!blockIndex.count(op)) {
-      llvm::TypeSwitch<Operation *>(op)
-          .Case([&](moe::TokenChoiceOp op) {
-            describe(op, "moe", op.getW1(), op.getWg(),
-                     op.getRouterWeight().getType().getShape()[1], 1,
-                     moe::stringifyGrouping(op.getGroup()));
-            blocks.back().getAsObject()->insert({"top_k", op.getTopK()});
-          })
-          .Case([&](moe::ExpertChoiceOp op) {
-            describe(op, "expert_choice", op.getW1(), op.getWg(),
-                     op.getRouterWeight().getType().getShape()[1], 1,
-                     moe::stringifyGrouping(op.getGroup()));
-          })
-          .Case([&](moe::SoftMoEOp op) {
-            int64_t slots = op.getSlotsPerExpert();
-            int64_t n = op.getPhi().getType().getShape()[1] / slots;
-            describe(op, "soft_moe", op.getW1(), op.getWg(), n, slots,
-                     moe::stringifyGrouping(op.getGroup()));
-          })
-          .Case([&](moe::FFNOp op) {
-            describe(op, "ffn", op.getW1(), op.getWg(), 1, 1, "sequence");
-          });
-    }
-    int64_t &count = runs[blockIndex[op]];
+  // How many times one call of a function runs each layer op it reaches
+  // (through loops with constant bounds and calls), in program order; -1
+  // where that depends on the input. Each function is counted once, so a
+  // function called from many places costs one walk.
+  using Counts = llvm::MapVector<Operation *, int64_t>;
+  auto add = [](int64_t &count, int64_t times) {
     if (count < 0 || times < 0 || llvm::AddOverflow(count, times, count))
       count = -1;
+  };
+  auto multiply = [](int64_t a, int64_t b) {
+    int64_t product;
+    if (a < 0 || b < 0 || llvm::MulOverflow(a, b, product))
+      return int64_t(-1);
+    return product;
   };
   // The trip count of a loop with constant bounds, or -1.
   auto tripCount = [](LoopLikeOpInterface loop) -> int64_t {
@@ -290,49 +274,94 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
   };
   SymbolTableCollection symbols;
   SmallVector<Operation *> callStack;
-  std::function<void(Region &, int64_t)> visit = [&](Region &region,
-                                                     int64_t times) {
-    region.walk<WalkOrder::PreOrder>([&](Operation *op) {
-      if (moe::isLayerOp(op)) {
-        addLayer(op, times);
-        return WalkResult::skip();
-      }
-      if (auto call = dyn_cast<CallOpInterface>(op)) {
-        auto callee = dyn_cast_or_null<func::FuncOp>(
-            call.resolveCallableInTable(&symbols));
-        if (callee && !callee.isExternal()) {
-          bool recursive = llvm::is_contained(callStack, callee);
-          callStack.push_back(callee);
-          if (!recursive)
-            visit(callee.getBody(), times);
-          else
+  // Counts of functions outside any recursion (those depend on the path).
+  llvm::DenseMap<Operation *, std::unique_ptr<Counts>> memo;
+  std::function<Counts(func::FuncOp, bool &)> countsOf =
+      [&](func::FuncOp fn, bool &recursive) -> Counts {
+    Counts counts;
+    std::function<void(Region &, int64_t)> visit = [&](Region &region,
+                                                       int64_t times) {
+      region.walk<WalkOrder::PreOrder>([&](Operation *op) {
+        if (moe::isLayerOp(op)) {
+          add(counts[op], times);
+          return WalkResult::skip();
+        }
+        if (auto call = dyn_cast<CallOpInterface>(op)) {
+          auto callee = dyn_cast_or_null<func::FuncOp>(
+              call.resolveCallableInTable(&symbols));
+          if (!callee || callee.isExternal())
+            return WalkResult::advance();
+          if (llvm::is_contained(callStack, callee)) {
+            // A recursive call: how often is up to the input.
+            recursive = true;
             callee.walk([&](Operation *inner) {
               if (moe::isLayerOp(inner))
-                addLayer(inner, -1);
+                add(counts[inner], -1);
             });
-          callStack.pop_back();
+            return WalkResult::advance();
+          }
+          const Counts *inner;
+          Counts fresh;
+          if (auto it = memo.find(callee); it != memo.end()) {
+            inner = it->second.get();
+          } else {
+            bool innerRecursive = false;
+            callStack.push_back(callee);
+            fresh = countsOf(callee, innerRecursive);
+            callStack.pop_back();
+            recursive |= innerRecursive;
+            if (!innerRecursive) {
+              memo[callee] = std::make_unique<Counts>(std::move(fresh));
+              inner = memo[callee].get();
+            } else {
+              inner = &fresh;
+            }
+          }
+          for (auto [layer, count] : *inner)
+            add(counts[layer], multiply(times, count));
+          return WalkResult::advance();
         }
-        return WalkResult::advance();
-      }
-      if (op->getNumRegions() == 0)
-        return WalkResult::advance();
-      int64_t inner = -1;
-      if (auto loop = dyn_cast<LoopLikeOpInterface>(op))
-        inner = tripCount(loop);
-      else if (isa<scf::ExecuteRegionOp>(op))
-        inner = 1;
-      int64_t product;
-      if (times < 0 || inner < 0 || llvm::MulOverflow(times, inner, product))
-        product = -1;
-      for (Region &r : op->getRegions())
-        visit(r, product);
-      return WalkResult::skip();
-    });
+        if (op->getNumRegions() == 0)
+          return WalkResult::advance();
+        int64_t inner = -1;
+        if (auto loop = dyn_cast<LoopLikeOpInterface>(op))
+          inner = tripCount(loop);
+        else if (isa<scf::ExecuteRegionOp>(op))
+          inner = 1;
+        for (Region &r : op->getRegions())
+          visit(r, multiply(times, inner));
+        return WalkResult::skip();
+      });
+    };
+    visit(fn.getBody(), 1);
+    return counts;
   };
   callStack.push_back(entry);
-  visit(entry.getBody(), 1);
-  for (auto [block, count] : llvm::zip(blocks, runs))
-    block.getAsObject()->insert({"runs", count});
+  bool recursive = false;
+  for (auto [op, count] : countsOf(entry, recursive)) {
+    llvm::TypeSwitch<Operation *>(op)
+        .Case([&](moe::TokenChoiceOp op) {
+          describe(op, "moe", op.getW1(), op.getWg(),
+                   op.getRouterWeight().getType().getShape()[1], 1,
+                   moe::stringifyGrouping(op.getGroup()));
+          blocks.back().getAsObject()->insert({"top_k", op.getTopK()});
+        })
+        .Case([&](moe::ExpertChoiceOp op) {
+          describe(op, "expert_choice", op.getW1(), op.getWg(),
+                   op.getRouterWeight().getType().getShape()[1], 1,
+                   moe::stringifyGrouping(op.getGroup()));
+        })
+        .Case([&](moe::SoftMoEOp op) {
+          int64_t slots = op.getSlotsPerExpert();
+          int64_t n = op.getPhi().getType().getShape()[1] / slots;
+          describe(op, "soft_moe", op.getW1(), op.getWg(), n, slots,
+                   moe::stringifyGrouping(op.getGroup()));
+        })
+        .Case([&](moe::FFNOp op) {
+          describe(op, "ffn", op.getW1(), op.getWg(), 1, 1, "sequence");
+        });
+    blocks.back().getAsObject()->insert({"runs", count});
+  }
 
   llvm::json::Array results;
   // A result is a statistic of a layer when every return of the entry (a

@@ -543,6 +543,33 @@ def test_entry_rules(tmp_path):
     assert "error: the entry function 'forward' is private: make it public" in proc.stderr
 
 
+def test_runs_through_a_tree_of_calls(tmp_path):
+    """Each function counted once: a chain of functions that each call the
+    next twice, inside a 3-step loop, runs its layer 3 * 2^3 times."""
+    layer = ENTRY_LAYER.format(types=ENTRY_TYPES)
+    text = (f"func.func private @f3{ENTRY_ARGS.format(router='')} -> tensor<2x8x64xf32> {{\n"
+            + layer + "  return %y#0 : tensor<2x8x64xf32>\n}\n")
+    for level in (2, 1, 0):
+        call = (f"func.call @f{level + 1}(%{{}}, %wr, %w1, %w2) : {ENTRY_TYPES} -> "
+                "tensor<2x8x64xf32>")
+        name = "forward" if level == 0 else f"private @f{level}"
+        body = f"  %a = {call.format('h')}\n  %b = {call.format('a')}\n"
+        if level == 0:
+            body = ("  %c0 = arith.constant 0 : index\n  %c1 = arith.constant 1 : index\n"
+                    "  %c3 = arith.constant 3 : index\n"
+                    "  %r = scf.for %i = %c0 to %c3 step %c1 iter_args(%h = %x) -> "
+                    "tensor<2x8x64xf32> {\n" + body.replace("\n  ", "\n    ")
+                    + "    scf.yield %b : tensor<2x8x64xf32>\n  }\n")
+            text += (f"func.func @forward{ENTRY_ARGS.format(router='').replace('%h:', '%x:')}"
+                     f" -> tensor<2x8x64xf32> {{\n{body}  return %r : tensor<2x8x64xf32>\n}}\n")
+        else:
+            text += (f"func.func {name}{ENTRY_ARGS.format(router='')} -> tensor<2x8x64xf32> {{\n"
+                     f"{body}  return %b : tensor<2x8x64xf32>\n}}\n")
+    (tmp_path / "tree.mlir").write_text(text)
+    manifest = moec(tmp_path / "tree.mlir", "--emit=llvmir", "-O0").stdout
+    assert re.findall(r"\\22runs\\22:(-?\d+)", manifest) == ["24"]
+
+
 DROPLESS = """\
 name: dropless
 d_model: 96
