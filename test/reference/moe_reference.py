@@ -170,7 +170,10 @@ def compute_capacity(G, E, top_k=1, capacity_factor=1.25, expert_capacity=None,
     if capacity_factor is None:
         return G
     rows = float(top_k) * float(G) * float(capacity_factor) / float(E)
-    return min(max(int(min_capacity), math.ceil(rows)), G)
+    # A positive factor keeps at least a row, as the ceiling of a positive
+    # number is: a subnormal factor's float64 product underflows to 0.
+    floor = 1 if capacity_factor > 0 else 0
+    return min(max(int(min_capacity), floor, math.ceil(rows)), G)
 
 
 def _loss_or_nan(loss, valid):

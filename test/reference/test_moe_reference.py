@@ -108,6 +108,8 @@ def test_routing_margin():
     ((8, 4), {"capacity_factor": None}, 8),             # dropless
     ((8, 4), {"capacity_factor": 2.0}, 4),              # expert choice default cf
     ((50, 5), {"capacity_factor": 1.1}, 12),            # float64: 50 * 1.1 / 5 > 11
+    ((1, 2), {"capacity_factor": 5e-324}, 1),           # ceil of a positive, not of 0
+    ((8, 4), {"capacity_factor": 0.0}, 0),
 ])
 def test_capacity(args, kwargs, expected):
     assert ref.compute_capacity(*args, **kwargs) == expected

@@ -362,3 +362,18 @@ func.func @token_choice_router(%x: tensor<2x100x16xf32>, %w: tensor<16x4xf32>, %
       : tensor<2x100x4xf32>, tensor<2x100x4xf32>, tensor<2x100x2xi64>, tensor<2x100x2xf32>,
         tensor<2x100x2xi64>, tensor<2x100x2xi1>
 }
+
+// -----
+
+// A dynamic group's capacity, computed at run time: a positive factor keeps
+// at least a row (1 * G * 5e-324 / 4 underflows to 0 in float64).
+
+// CHECK-LABEL: func.func @dynamic_group_capacity
+// CHECK:         %[[ONE:.+]] = arith.constant 1 : index
+// CHECK:         math.ceil
+// CHECK:         %[[ROWS:.+]] = arith.index_cast %{{.+}} : i64 to index
+// CHECK:         arith.maxsi %[[ROWS]], %[[ONE]] : index
+func.func @dynamic_group_capacity(%p: tensor<1x?x4xf32>) -> index {
+  %c = moe.expert_capacity %p {capacity_factor = 4.9406564584124654E-324 : f64} : tensor<1x?x4xf32>
+  return %c : index
+}

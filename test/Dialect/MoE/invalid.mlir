@@ -759,3 +759,12 @@ func.func @load_balancing_loss_dynamic_experts(%p: tensor<2x8x?xf32>) {
   %a = moe.load_balancing_loss %p {top_k = 3 : i64} : tensor<2x8x?xf32>
   return
 }
+
+// -----
+
+func.func @soft_moe_slots_overflow(%x: tensor<2x8x16xf32>, %phi: tensor<16x4xf32>, %s: tensor<f32>, %w1: tensor<2x16x32xf32>, %w2: tensor<2x32x16xf32>) {
+  // expected-error @+1 {{expected E * slots_per_expert to fit in 64 bits, but E = 2 and slots_per_expert = 4611686018427387904}}
+  %y = moe.soft_moe %x phi(%phi scale %s) experts(w1 %w1 w2 %w2) {activation = #moe.activation<relu>, slots_per_expert = 4611686018427387904 : i64}
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<f32>, tensor<2x16x32xf32>, tensor<2x32x16xf32>) -> tensor<2x8x16xf32>
+  return
+}

@@ -330,7 +330,11 @@ LogicalResult SoftMoEOp::verify() {
                                  getActivation(), /*hasExpertDim=*/true)))
     return failure();
   int64_t e = dimOf(getW1(), 0);
-  int64_t totalSlots = ShapedType::isDynamic(e) ? kAny : e * slots;
+  int64_t totalSlots = kAny;
+  if (!ShapedType::isDynamic(e) && llvm::MulOverflow(e, slots, totalSlots))
+    return emitOpError("expected E * slots_per_expert to fit in 64 bits, but "
+                       "E = ")
+           << e << " and slots_per_expert = " << slots;
   if (failed(verifyShape(op, "phi", getPhi(), {d, totalSlots},
                          "[D, E * slots_per_expert]")) ||
       failed(verifyElementType(op, "phi", getPhi(), elementTypeOf(getX()),
@@ -404,8 +408,11 @@ int64_t ExpertCapacityOp::computeCapacity(int64_t groupSize,
                   static_cast<double>(numExperts);
     // Capped at G before the conversion, which a huge factor would overflow.
     rows = std::min(rows, static_cast<double>(groupSize));
-    capacity = std::max<int64_t>(getMinCapacity(),
-                                 static_cast<int64_t>(std::ceil(rows)));
+    // A positive factor keeps at least a row, as the ceiling of a positive
+    // number is: a subnormal factor's product underflows to 0.
+    int64_t atLeast = std::max<int64_t>(getMinCapacity(), *factor > 0 ? 1 : 0);
+    capacity =
+        std::max<int64_t>(atLeast, static_cast<int64_t>(std::ceil(rows)));
   }
   return std::min(capacity, groupSize);
 }

@@ -245,3 +245,20 @@ func.func @norm_residual(%x: tensor<?x8x16xf32>, %w: tensor<16xf32>) -> tensor<?
   %y = moe.residual %x, %n : tensor<?x8x16xf32>
   return %y : tensor<?x8x16xf32>
 }
+
+// -----
+
+// A positive factor keeps at least a row, as the ceiling of a positive
+// number is: 1 * 8 * 5e-324 / 4 underflows to 0 in float64, but C = 1.
+
+// CHECK-LABEL: func.func @subnormal_capacity_factor
+// CHECK:       %[[C1:.+]] = arith.constant 1 : index
+// CHECK:       moe.token_choice_route %{{.+}}, %[[C1]]
+func.func @subnormal_capacity_factor(%x: tensor<2x8x16xf32>, %wr: tensor<16x4xf32>,
+    %w1: tensor<4x16x32xf32>, %w2: tensor<4x32x16xf32>) -> tensor<2x8x16xf32> {
+  %r:7 = moe.token_choice %x router(%wr) experts(w1 %w1 w2 %w2)
+      {activation = #moe.activation<relu>, capacity_factor = 4.9406564584124654E-324 : f64}
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>)
+      -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>, tensor<4xi64>, tensor<i64>, tensor<i64>, tensor<i64>)
+  return %r#0 : tensor<2x8x16xf32>
+}
