@@ -13,6 +13,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/ADT/TypeSwitch.h"
 
 namespace switchyard::moe {
 #define GEN_PASS_DEF_MOEDECOMPOSE
@@ -314,6 +315,29 @@ struct DecomposeResidual : OpRewritePattern<ResidualOp> {
 struct MoEDecomposePass
     : switchyard::moe::impl::MoEDecomposeBase<MoEDecomposePass> {
   void runOnOperation() override {
+    // A layer over all of a batch's tokens reshapes them [B * S, D] and
+    // back; with B and S both dynamic, MLIR 22's expand-strided-metadata
+    // crashes on the reshape back (an upstream bug), so it is refused here.
+    WalkResult refused = getOperation()->walk([](Operation *op) {
+      bool batch =
+          llvm::TypeSwitch<Operation *, bool>(op)
+              .Case<TokenChoiceOp, ExpertChoiceOp, SoftMoEOp>([](auto layer) {
+                return layer.getGroup() == Grouping::batch;
+              })
+              .Case([](FFNOp) { return true; })
+              .Default([](Operation *) { return false; });
+      if (!batch)
+        return WalkResult::advance();
+      auto x = cast<RankedTensorType>(op->getOperand(0).getType());
+      if (!x.isDynamicDim(0) || !x.isDynamicDim(1))
+        return WalkResult::advance();
+      op->emitOpError("groups the tokens of a batch whose size and sequence "
+                      "length are both dynamic, which the CPU pipeline does "
+                      "not support: give the sequence length a static size");
+      return WalkResult::interrupt();
+    });
+    if (refused.wasInterrupted())
+      return signalPassFailure();
     RewritePatternSet patterns(&getContext());
     populateMoEDecomposePatterns(patterns);
     // Fold the static capacities and shape computations that the patterns

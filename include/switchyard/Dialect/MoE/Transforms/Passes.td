@@ -30,6 +30,11 @@ def MoEDecompose : Pass<"moe-decompose"> {
     * `moe.residual` becomes `arith.addf`.
 
     `moe.norm` is left as it is: it is already a single computation.
+
+    A layer grouped by batch (a dense FFN always is) whose input has both a
+    dynamic batch and a dynamic sequence length is an error: reshaping its
+    `[B * S, D]` tokens back to `[B, S, D]` crashes MLIR 22's
+    `expand-strided-metadata` later in the CPU pipeline.
   }];
   let dependentDialects = [
     "::switchyard::moe::MoEDialect",
