@@ -119,6 +119,13 @@ def load(path):
     return _load_private(path.name, copy)
 
 
+def _remove_folder(path, owner):
+    # Only by the process that made it: a child of os.fork() that exits
+    # runs the parent's finalizers too.
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _load_private(name, write):
     """Loads the library that `write(path)` writes, in a folder of its own
     that goes with the model (the library stays mapped once loaded)."""
@@ -130,7 +137,7 @@ def _load_private(name, write):
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    weakref.finalize(compiled, shutil.rmtree, str(workdir), True)
+    weakref.finalize(compiled, _remove_folder, str(workdir), os.getpid())
     return compiled
 
 
@@ -216,8 +223,11 @@ class CompiledModel:
         self.d_model = self.manifest["d_model"]
         self.weights = {w["name"]: (tuple(w["shape"]), w["dtype"])
                         for w in self.manifest["weights"]}
+        # The weights the runtime packs into copies of its own when bound.
+        self._prepacked = {self.manifest["weights"][p["weight"]]["name"]
+                           for p in self.manifest.get("prepack", [])}
         self._set_ir([], "")
-        self._bound = None  # (key, _Weights)
+        self._bound = None  # (key, _Weights, weights, the dict's arrays)
 
     def _set_ir(self, passes, ir_after_all_text):
         self.passes = passes
@@ -271,8 +281,15 @@ class CompiledModel:
                                      f"expected {list(shape)}")
                 if array.dtype.kind != "f" and array.dtype != _NUMPY["bf16"]:
                     raise ValueError(f"weight {name!r} has dtype {array.dtype}, expected {dtype}")
-                # No copy when the array already has the layout and dtype.
-                array = np.ascontiguousarray(array, dtype=_NUMPY[dtype])
+                # A copy when the array lacks the layout, the dtype or the
+                # alignment, and of every weight the runtime reads in place
+                # (those it does not pack when bound): the binding is what
+                # the arrays held when it was made, whatever happens to
+                # them later.
+                converted = np.require(array, dtype=_NUMPY[dtype], requirements=["C", "A"])
+                if name not in self._prepacked and np.may_share_memory(converted, array):
+                    converted = converted.copy()
+                array = converted
                 keep.append(array)
                 names.append(name.encode())
                 buffers.append(array.ctypes.data)
@@ -294,16 +311,34 @@ class CompiledModel:
         if seed is not None and (not isinstance(seed, (int, np.integer)) or
                                  isinstance(seed, bool) or not 0 <= seed < 2**64):
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-        key = ("seed", seed) if weights is None else (
-            ("path", os.fspath(weights)) if isinstance(weights, (str, os.PathLike))
-            else ("dict", id(weights)))
+        if weights is None:
+            key = ("seed", seed)
+        elif isinstance(weights, (str, os.PathLike)):
+            # The file itself: a relative path after a chdir, or a file
+            # rewritten since it was bound (the binding maps it), binds anew.
+            path = os.path.realpath(weights)
+            try:
+                info = os.stat(path)
+                key = ("path", path, info.st_dev, info.st_ino, info.st_size,
+                       info.st_mtime_ns)
+            except OSError:
+                key = ("path", path)  # binding it raises the error
+        elif isinstance(weights, dict):
+            # The dict and the arrays in it: assigning a new array to a key
+            # binds anew (arrays changed in place are not seen; docs).
+            key = ("dict", id(weights), tuple((name, id(array))
+                                              for name, array in weights.items()))
+        else:
+            key = ("other", id(weights))
         # The binding read once and returned as read: another thread may
         # rebind meanwhile (ctypes releases the GIL, and so does the old
         # binding's destructor), and this call must run with its own.
         bound = self._bound
         if bound is None or bound[0] != key or \
                 (key[0] == "dict" and bound[2] is not weights):
-            bound = (key, self._create(weights, seed), weights)
+            # Holding the dict's arrays too: an id in the key stays theirs.
+            held = list(weights.values()) if isinstance(weights, dict) else None
+            bound = (key, self._create(weights, seed), weights, held)
             self._bound = bound
         return bound[1]
 
@@ -375,11 +410,18 @@ class CompiledModel:
                              "(the same name with .h): name it libNAME.so")
         # Through a temporary file and a rename: a process that has the old
         # file loaded keeps its mapping instead of crashing on a rewrite.
+        if not self.library.is_file():
+            raise FileNotFoundError(f"the library {str(self.library)!r} is gone (removed "
+                                    "since it was loaded): nothing to save")
         for source, target in ((self.library, path),
                                (self.library.with_suffix(".h"), path.with_suffix(".h"))):
             if not source.exists():
-                continue
+                continue  # a library loaded without its header
             temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
+            try:
+                shutil.copyfile(source, temporary)
+                os.replace(temporary, target)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
         return path

@@ -13,7 +13,8 @@ def _scalar(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return repr(value)
+        # As a plain number: numpy 2 writes its scalars as np.float64(1.5).
+        return repr(float(value) if isinstance(value, float) else int(value))
     # JSON strings are YAML double-quoted scalars.
     return json.dumps(str(value))
 

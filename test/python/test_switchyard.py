@@ -324,6 +324,98 @@ def test_weights_from_a_safetensors_path_and_seeds(tmp_path):
     assert not np.array_equal(compiled(x, seed=8).output, seeded.output)
 
 
+def test_bindings_follow_files_and_dicts(tmp_path, monkeypatch):
+    """A binding is what the file or the arrays held when it was made: a file
+    rewritten since, or the same relative path in another folder, binds
+    anew; in a dict, assigning a new array binds anew, and an array changed
+    in place changes nothing (expert weights packed when bound, the others
+    copied). Misaligned weight arrays are copied, not refused."""
+    # D = 32, F = 64: the expert weights are packed when bound.
+    model = sy.Model(d_model=32, seq_len=8, blocks=[dict(layer="moe", experts=4, d_ff=64)])
+    compiled = sy.compile(model)
+    assert compiled._prepacked == {"blocks.0.experts.w1", "blocks.0.experts.w2"}
+    x = np.random.default_rng(5).standard_normal((2, 8, 32)).astype(np.float32)
+    for folder, seed in (("a", 1), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        compiled.save_weights(tmp_path / folder / "w.safetensors", seed=seed)
+    monkeypatch.chdir(tmp_path / "a")
+    first = compiled(x, weights="w.safetensors").output
+    np.testing.assert_array_equal(first, compiled(x, seed=1).output)
+    monkeypatch.chdir(tmp_path / "b")
+    np.testing.assert_array_equal(compiled(x, weights="w.safetensors").output,
+                                  compiled(x, seed=2).output)
+    # Rewritten in place with other weights of the same size.
+    path = tmp_path / "a" / "w.safetensors"
+    compiled(x, weights=path)
+    compiled.save_weights(tmp_path / "c.safetensors", seed=3)
+    path.write_bytes((tmp_path / "c.safetensors").read_bytes())
+    np.testing.assert_array_equal(compiled(x, weights=path).output, compiled(x, seed=3).output)
+
+    weights = random_weights(compiled, np.random.default_rng(9))
+    before = compiled(x, weights=weights).output
+    for name in weights:  # in place: not seen, router and experts alike
+        weights[name] *= 2
+    np.testing.assert_array_equal(compiled(x, weights=weights).output, before)
+    for name in list(weights):  # new arrays: bound anew
+        weights[name] = weights[name].copy()
+    fresh = {name: array.copy() for name, array in weights.items()}
+    np.testing.assert_array_equal(compiled(x, weights=weights).output,
+                                  compiled(x, weights=fresh).output)
+    assert not np.array_equal(compiled(x, weights=weights).output, before)
+    # Misaligned: a float32 view at an odd byte offset.
+    misaligned = {}
+    for name, array in fresh.items():
+        raw = np.empty(array.nbytes + 1, np.uint8)
+        view = raw[1:].view(np.float32).reshape(array.shape)
+        view[...] = array
+        assert not view.flags.aligned
+        misaligned[name] = view
+    np.testing.assert_array_equal(compiled(x, weights=misaligned).output,
+                                  compiled(x, weights=fresh).output)
+
+
+FORK_SCRIPT = """\
+import os, sys
+import switchyard as sy
+compiled = sy.compile(sy.Model(d_model=16, seq_len=8, blocks=[dict(layer="ffn", d_ff=32)]))
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit runs the finalizers the child inherited
+assert os.waitpid(pid, 0)[1] == 0
+assert compiled.library.is_file(), "the child removed the parent's library"
+compiled.save(sys.argv[1])
+os.remove(compiled.library)
+try:
+    compiled.save(sys.argv[1] + ".again")
+except FileNotFoundError as error:
+    assert "is gone" in str(error), error
+else:
+    raise AssertionError("saving a removed library wrote nothing and said nothing")
+"""
+
+
+def test_a_forked_child_leaves_the_parents_library(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "libm.so")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "libm.so").is_file() and not (tmp_path / "libm.so.again").exists()
+
+
+def test_saving_onto_a_directory_leaves_no_temporary(tmp_path):
+    compiled = sy.compile(sy.Model(d_model=16, seq_len=8, blocks=[dict(layer="ffn", d_ff=32)]))
+    (tmp_path / "libm.so").mkdir()
+    with pytest.raises(OSError):
+        compiled.save(tmp_path / "libm.so")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["libm.so"]
+
+
+def test_numpy_scalars_as_options():
+    model = sy.Model(d_model=16, seq_len=8, blocks=[dict(
+        layer="moe", experts=np.int64(4), d_ff=32, capacity_factor=np.float64(1.5),
+        router_bias=np.bool_(True))])
+    assert model.blocks[0]["capacity_factor"] == 1.5 and model.blocks[0]["experts"] == 4
+
+
 def test_run_errors(tmp_path):
     model = sy.Model(d_model=16, seq_len=8, blocks=[KINDS["moe"]])
     compiled = sy.compile(model)
