@@ -517,9 +517,22 @@ static Error cannotWrite(StringRef path, std::error_code ec) {
                                    "': " + ec.message());
 }
 
+bool switchyard::runtime::isSpecialFile(StringRef path) {
+  sys::fs::file_status status;
+  return !sys::fs::status(path, status) &&
+         status.type() != sys::fs::file_type::regular_file &&
+         status.type() != sys::fs::file_type::directory_file &&
+         status.type() != sys::fs::file_type::file_not_found;
+}
+
 Error switchyard::runtime::checkWritable(StringRef path) {
   if (sys::fs::is_directory(path))
     return cannotWrite(path, std::make_error_code(std::errc::is_a_directory));
+  if (isSpecialFile(path)) {
+    if (std::error_code ec = sys::fs::access(path, sys::fs::AccessMode::Write))
+      return cannotWrite(path, ec);
+    return Error::success();
+  }
   SmallString<128> temp;
   int fd;
   if (std::error_code ec =
@@ -532,6 +545,23 @@ Error switchyard::runtime::checkWritable(StringRef path) {
 
 Error switchyard::runtime::writeFileAtomically(StringRef path,
                                                ArrayRef<StringRef> pieces) {
+  // A device (/dev/null) or a pipe is written as it is: a rename would
+  // replace it with a regular file.
+  if (isSpecialFile(path)) {
+    std::error_code ec;
+    raw_fd_ostream os(path, ec, sys::fs::OF_None);
+    if (ec)
+      return cannotWrite(path, ec);
+    for (StringRef piece : pieces)
+      os << piece;
+    os.close();
+    if (os.has_error()) {
+      ec = os.error();
+      os.clear_error();
+      return cannotWrite(path, ec);
+    }
+    return Error::success();
+  }
   SmallString<128> temp;
   int fd;
   if (std::error_code ec =

@@ -91,11 +91,16 @@ struct NamedTensor {
 llvm::Error writeSafeTensors(llvm::StringRef path,
                              llvm::ArrayRef<NamedTensor> tensors);
 
+/// Whether `path` exists and is neither a regular file nor a directory (a
+/// device such as /dev/null, a pipe): written in place.
+bool isSpecialFile(llvm::StringRef path);
 /// Fails with "cannot write 'path': reason" unless a file can be created in
-/// `path`'s directory; leaves nothing behind. Lets a program refuse before a
-/// long run instead of after it.
+/// `path`'s directory (or `path`, a special file, can be written); leaves
+/// nothing behind. Lets a program refuse before a long run instead of after
+/// it.
 llvm::Error checkWritable(llvm::StringRef path);
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `pieces` to `path` through a temporary file and a rename, or
+/// straight into a special file.
 llvm::Error writeFileAtomically(llvm::StringRef path,
                                 llvm::ArrayRef<llvm::StringRef> pieces);
 

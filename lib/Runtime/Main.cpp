@@ -53,12 +53,13 @@ struct Options {
 
 const char *program = "model";
 
-/// Whether paths `a` and `b` name one file: the same file when both exist,
-/// else the same absolute path.
+/// Whether paths `a` and `b` name one file that a second output would
+/// overwrite: the same regular file when both exist (a device such as
+/// /dev/null takes both), else the same absolute path.
 bool sameFile(StringRef a, StringRef b) {
   bool same = false;
   if (!sys::fs::equivalent(a, b, same))
-    return same;
+    return same && !isSpecialFile(a);
   SmallString<256> absA(a), absB(b);
   if (sys::fs::make_absolute(absA) || sys::fs::make_absolute(absB))
     return a == b;

@@ -6,11 +6,14 @@ UndefinedBehaviorSanitizer: the executable links the sanitized runtime
 """
 
 import json
+import os
 import pathlib
 import re
 import resource
+import stat
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -243,6 +246,25 @@ def test_devices_are_refused_and_pipes_read(tiny, flag, what):
                                stdin=f, capture_output=True, text=True)
     assert piped.returncode == 0, piped.stderr
     np.testing.assert_array_equal(np.load(work / "piped.npy"), np.load(work / "direct.npy"))
+
+
+def test_outputs_into_pipes_and_devices(tiny):
+    # Written in place: a temporary file and a rename would replace the pipe
+    # (or /dev/null) with a regular file.
+    exe, _, work = tiny
+    fifo = work / "out.fifo"
+    os.mkfifo(fifo)
+    received = {}
+    reader = threading.Thread(target=lambda: received.update(data=fifo.read_bytes()))
+    reader.start()
+    proc = run(exe, "--batch", 2, "--output", fifo, "--stats", "/dev/null",
+               "--save-weights", "/dev/null", sanitized=True)
+    reader.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    direct = run(exe, "--batch", 2, "--output", work / "direct.npy", sanitized=True)
+    assert direct.returncode == 0, direct.stderr
+    assert received["data"] == (work / "direct.npy").read_bytes()
 
 
 @pytest.mark.parametrize("flag", ["--output", "--stats", "--save-weights"])
