@@ -292,12 +292,24 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
           if (!callee || callee.isExternal())
             return WalkResult::advance();
           if (llvm::is_contained(callStack, callee)) {
-            // A recursive call: how often is up to the input.
+            // A recursive call: how often the layers it reaches run, through
+            // its calls too, is up to the input.
             recursive = true;
-            callee.walk([&](Operation *inner) {
-              if (moe::isLayerOp(inner))
-                add(counts[inner], -1);
-            });
+            llvm::SmallPtrSet<Operation *, 8> seen;
+            std::function<void(func::FuncOp)> unknown = [&](func::FuncOp fn) {
+              if (!seen.insert(fn).second)
+                return;
+              fn.walk([&](Operation *inner) {
+                if (moe::isLayerOp(inner))
+                  add(counts[inner], -1);
+                else if (auto call = dyn_cast<CallOpInterface>(inner))
+                  if (auto next = dyn_cast_or_null<func::FuncOp>(
+                          call.resolveCallableInTable(&symbols));
+                      next && !next.isExternal())
+                    unknown(next);
+              });
+            };
+            unknown(callee);
             return WalkResult::advance();
           }
           const Counts *inner;

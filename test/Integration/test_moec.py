@@ -568,6 +568,26 @@ def test_runs_through_a_tree_of_calls(tmp_path):
     (tmp_path / "tree.mlir").write_text(text)
     manifest = moec(tmp_path / "tree.mlir", "--emit=llvmir", "-O0").stdout
     assert re.findall(r"\\22runs\\22:(-?\d+)", manifest) == ["24"]
+    # A function called from a recursive one runs as often as the input
+    # decides too.
+    call = "func.call @{}(%{}, %wr, %w1, %w2) : " + ENTRY_TYPES + " -> tensor<2x8x64xf32>"
+    recursive = (
+        f"func.func private @c{ENTRY_ARGS.format(router='')} -> tensor<2x8x64xf32> {{\n"
+        + layer + "  return %y#0 : tensor<2x8x64xf32>\n}\n"
+        f"func.func private @r{ENTRY_ARGS.format(router='')} -> tensor<2x8x64xf32> {{\n"
+        + layer + f"  %c = {call.format('c', 'y#0')}\n"
+        "  %s = tensor.extract %y#1[] : tensor<f32>\n  %z = arith.constant 0.5 : f32\n"
+        "  %p = arith.cmpf ogt, %s, %z : f32\n"
+        "  %o = scf.if %p -> tensor<2x8x64xf32> {\n"
+        f"    %q = {call.format('r', 'c')}\n    scf.yield %q : tensor<2x8x64xf32>\n"
+        "  } else {\n    scf.yield %c : tensor<2x8x64xf32>\n  }\n"
+        "  return %o : tensor<2x8x64xf32>\n}\n"
+        f"func.func @forward{ENTRY_ARGS.format(router='').replace('%h:', '%x:')}"
+        f" -> tensor<2x8x64xf32> {{\n  %r = {call.format('r', 'x')}\n"
+        "  return %r : tensor<2x8x64xf32>\n}\n")
+    (tmp_path / "recursive.mlir").write_text(recursive)
+    manifest = moec(tmp_path / "recursive.mlir", "--emit=llvmir", "-O0").stdout
+    assert re.findall(r"\\22runs\\22:(-?\d+)", manifest) == ["-1", "-1"]
 
 
 DROPLESS = """\

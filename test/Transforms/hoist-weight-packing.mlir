@@ -129,3 +129,15 @@ module {
     return %p : tensor<2x2x16x32xf32>
   }
 }
+
+// -----
+
+// An entry without arguments has no weights (it crashed).
+
+// CHECK-NOT: switchyard.prepack
+// CHECK-LABEL: func.func @forward()
+module {
+  func.func @forward() {
+    return
+  }
+}
