@@ -37,13 +37,12 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
             "--pass-pipeline='builtin.module(switchyard-cpu-pipeline)'",
         /*gen_crash_diag=*/false);
   CPUStage stage = options.stopAfter;
-  // Calls inlined: the layers of a called function then take the entry's
-  // weights, which switchyard-hoist-weight-packing packs once, when bound;
-  // a function the model calls is otherwise lowered on its own, packing its
-  // weights on every call. (Recursive calls stay calls.) No clean-up
-  // pipeline between inlining steps: moe-decompose's canonicalization
-  // follows.
-  pm.addPass(createInlinerPass({}, [](OpPassManager &) {}));
+  // Calls inlined (up to a budget of layer ops): the layers of a called
+  // function then take the entry's weights, which
+  // switchyard-hoist-weight-packing packs once, when bound; a function the
+  // model calls is otherwise lowered on its own, packing its weights on
+  // every call.
+  pm.addPass(moe::createMoEInline());
   // Layer level -> routing level.
   OpPassManager &funcPm = pm.nest<func::FuncOp>();
   funcPm.addPass(moe::createMoEDecompose());

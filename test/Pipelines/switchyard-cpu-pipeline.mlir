@@ -54,7 +54,7 @@
 
 // BAD: for the --stop-after option: Cannot find option named 'bogus'!
 
-// AFTER: IR Dump After Inliner
+// AFTER: IR Dump After MoEInline
 // AFTER: IR Dump After MoEDecompose
 // AFTER: IR Dump After Canonicalizer
 // AFTER: IR Dump After MoEFuseExperts

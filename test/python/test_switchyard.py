@@ -82,16 +82,16 @@ def test_stage_ir_and_passes():
         lowered = sy.compile(model, stage=stage)
         assert marker in lowered.ir, stage
     assert sy.compile(model, stage="layer").passes == []
-    assert sy.compile(model, stage="routing").passes == ["inline", "moe-decompose",
+    assert sy.compile(model, stage="routing").passes == ["moe-inline", "moe-decompose",
                                                          "canonicalize"]
-    assert sy.compile(model, stage="fused").passes == ["inline", "moe-decompose", "canonicalize",
+    assert sy.compile(model, stage="fused").passes == ["moe-inline", "moe-decompose", "canonicalize",
                                                        "moe-fuse-router", "moe-fuse-experts",
                                                        "moe-fuse-soft"]
     unfused = sy.compile(model, stage="fused", fusion=False)
-    assert unfused.passes == ["inline", "moe-decompose", "canonicalize"]
+    assert unfused.passes == ["moe-inline", "moe-decompose", "canonicalize"]
     assert "moe.dispatch" in unfused.ir and "moe.routed_experts" not in unfused.ir
     full = sy.compile(model, stage="llvm").passes
-    assert full[:7] == ["inline", "moe-decompose", "canonicalize", "moe-fuse-router",
+    assert full[:7] == ["moe-inline", "moe-decompose", "canonicalize", "moe-fuse-router",
                         "moe-fuse-experts", "moe-fuse-soft", "convert-moe-to-linalg"]
     assert full[-1] == "reconcile-unrealized-casts"
 
@@ -103,7 +103,7 @@ def test_ir_after_every_pass_is_moecs_text(tmp_path):
                            "--mlir-print-ir-after-all", "-o", tmp_path / "out.mlir"],
                           capture_output=True, text=True, check=True)
     assert lowered.ir_after_all_text == moec.stderr
-    assert [p for p, _ in lowered.ir_after_all][:3] == ["Inliner (inline)",
+    assert [p for p, _ in lowered.ir_after_all][:3] == ["MoEInline (moe-inline)",
                                                        "MoEDecompose (moe-decompose)",
                                                        "Canonicalizer (canonicalize)"]
     assert "moe.token_choice_route" in lowered.ir_after_all[1][1]

@@ -9,6 +9,30 @@
 
 include "mlir/Pass/PassBase.td"
 
+def MoEInline : Pass<"moe-inline", "::mlir::ModuleOp"> {
+  let summary = "Inline the calls of a model, up to a budget of layer ops";
+  let description = [{
+    Inlines `func.call`s (MLIR's inliner, bottom up over the call graph, with
+    no clean-up pipeline in between), so that a called function's layers
+    read the entry's weights, which `switchyard-hoist-weight-packing` then
+    packs once, when they are bound, instead of on every call.
+
+    Every inlined call copies the callee's layer ops, and each copy is
+    compiled on its own: a chain of functions that each call the next twice
+    would grow as 2^depth. So a call is inlined only while the module keeps
+    at most `max-layers` layer ops (`moe.token_choice`, `moe.expert_choice`,
+    `moe.soft_moe`, `moe.ffn`); past that it stays a call, with a warning
+    that its weights are packed on every call. Calls of functions without
+    layer ops are always inlined. Recursive calls stay calls, and so does a
+    function of several blocks called from a single-block region (the body
+    of an `scf.for`).
+  }];
+  let options = [
+    Option<"maxLayers", "max-layers", "int64_t", "128",
+           "Layer ops the module may hold after inlining">
+  ];
+}
+
 def MoEDecompose : Pass<"moe-decompose"> {
   let summary = "Rewrite layer-level moe ops into routing-level moe ops";
   let description = [{
