@@ -362,6 +362,17 @@ def test_bindings_follow_files_and_dicts(tmp_path, monkeypatch):
     np.testing.assert_array_equal(compiled(x, weights=weights).output,
                                   compiled(x, weights=fresh).output)
     assert not np.array_equal(compiled(x, weights=weights).output, before)
+    # The same dict, path or seed again binds nothing new.
+    creates = []
+    original = sy.CompiledModel._create
+    monkeypatch.setattr(sy.CompiledModel, "_create",
+                        lambda self, *args: creates.append(args) or original(self, *args))
+    for bind in ({"weights": path}, {"weights": str(path)}, {"seed": 4}, {"weights": weights}):
+        compiled(x, **bind)
+        compiled(x, **bind)
+    # The path and its string are one file.
+    assert [args[0] if args[0] is not None else args[1] for args in creates] == \
+        [path, 4, weights], creates
     # Misaligned: a float32 view at an odd byte offset.
     misaligned = {}
     for name, array in fresh.items():
