@@ -510,6 +510,24 @@ Value flatten(PatternRewriter &rewriter, Location loc, Value v) {
 /// register tile of a product in pairs), as one AVX-512 BF16 dot product
 /// per row i and 16 columns: lhs's pair (i, 0..1) broadcast to every lane,
 /// rhs's 16 columns' pairs, the row's 16 f32 sums.
+/// Gathers from a memref.cast that only makes the layout more dynamic read
+/// the cast's source instead: convert-vector-to-llvm lowers a gather only
+/// from a memref whose innermost stride is known to be 1 (a loop-carried
+/// buffer in a function of several blocks bufferized to such a cast).
+struct FoldCastIntoGather : OpRewritePattern<vector::GatherOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(vector::GatherOp op,
+                                PatternRewriter &rewriter) const override {
+    auto cast = op.getBase().getDefiningOp<memref::CastOp>();
+    if (!cast || !memref::CastOp::canFoldIntoConsumerOp(cast))
+      return failure();
+    rewriter.modifyOpInPlace(
+        op, [&] { op.getBaseMutable().assign(cast.getSource()); });
+    return success();
+  }
+};
+
 struct ContractPairsToDotBF16 : OpRewritePattern<vector::ContractionOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -608,7 +626,7 @@ struct LowerVectorsPass
     // FMAs.
     {
       RewritePatternSet patterns(ctx);
-      patterns.add<ContractPairsToDotBF16>(ctx);
+      patterns.add<ContractPairsToDotBF16, FoldCastIntoGather>(ctx);
       if (failed(applyPatternsGreedily(func, std::move(patterns))))
         return signalPassFailure();
     }
