@@ -405,8 +405,36 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
       name = attr.str();
     // Statistics of a layer: name them after the layer op's result.
     if (i > 0) {
-      auto layerResult = dyn_cast_or_null<OpResult>(returned(i));
+      // Through calls too, to the callee's returned value, when the layer
+      // runs once a run (else the value would be one of several runs').
+      Value value = returned(i);
+      bool throughCall = false;
+      llvm::SmallPtrSet<Operation *, 4> visited;
+      while (auto call =
+                 value ? value.getDefiningOp<func::CallOp>() : nullptr) {
+        auto callee = dyn_cast_or_null<func::FuncOp>(
+            call.resolveCallableInTable(&symbols));
+        if (!callee || callee.isExternal() || !visited.insert(callee).second)
+          break;
+        Value inner;
+        for (Block &block : callee.getBody())
+          if (block.mightHaveTerminator())
+            if (auto ret = dyn_cast<func::ReturnOp>(block.getTerminator())) {
+              Value v = ret.getOperand(cast<OpResult>(value).getResultNumber());
+              inner = !inner || inner == v ? v : Value();
+              if (!inner)
+                break;
+            }
+        if (!inner)
+          break;
+        value = inner;
+        throughCall = true;
+      }
+      auto layerResult = dyn_cast_or_null<OpResult>(value);
       Operation *def = layerResult ? layerResult.getOwner() : nullptr;
+      if (def && blockIndex.count(def) && throughCall &&
+          *blocks[blockIndex[def]].getAsObject()->getInteger("runs") != 1)
+        def = nullptr;
       if (def && blockIndex.count(def) && layerResult.getResultNumber() > 0) {
         unsigned index = layerResult.getResultNumber();
         llvm::StringRef stat =

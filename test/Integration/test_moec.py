@@ -581,6 +581,43 @@ def test_layer_in_a_loop_of_a_function_of_several_blocks(tmp_path):
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+STAT_CALL = """\
+func.func private @block(%h: tensor<?x8x32xf32>, %wr: tensor<32x2xf32>,
+    %w1: tensor<2x32x32xf32>, %w2: tensor<2x32x32xf32>) -> (tensor<?x8x32xf32>, tensor<f32>) {
+  %y:7 = moe.token_choice %h router(%wr) experts(w1 %w1 w2 %w2) {activation = #moe.activation<relu>, capacity_factor = 1.25 : f64}
+      : (tensor<?x8x32xf32>, tensor<32x2xf32>, tensor<2x32x32xf32>, tensor<2x32x32xf32>) -> (tensor<?x8x32xf32>, tensor<f32>, tensor<f32>, tensor<2xi64>, tensor<i64>, tensor<i64>, tensor<i64>)
+  return %y#0, %y#1 : tensor<?x8x32xf32>, tensor<f32>
+}
+func.func @forward(%x: tensor<?x8x32xf32>, %wr: tensor<32x2xf32> {switchyard.weight = "wr"},
+    %w1: tensor<2x32x32xf32> {switchyard.weight = "w1"}, %w2: tensor<2x32x32xf32> {switchyard.weight = "w2"})
+    -> (tensor<?x8x32xf32>, tensor<f32>) {
+  %r:2 = func.call @block(%x, %wr, %w1, %w2) : (tensor<?x8x32xf32>, tensor<32x2xf32>, tensor<2x32x32xf32>, tensor<2x32x32xf32>) -> (tensor<?x8x32xf32>, tensor<f32>)
+  return %r#0, %r#1 : tensor<?x8x32xf32>, tensor<f32>
+}
+"""
+
+
+def test_statistics_returned_through_a_call(tmp_path):
+    """A statistic a called function returns is its layer's, as when the
+    layer is written in the entry; with the function called twice, the
+    value would be one of two runs', and it is not reported as the block's
+    (found by differential fuzzing)."""
+    (tmp_path / "once.mlir").write_text(STAT_CALL)
+    moec(tmp_path / "once.mlir", "-o", tmp_path / "once")
+    proc = run(tmp_path / "once", "--seed", 3, "--batch", 4, "--stats", tmp_path / "once.json")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"block 0 moe +aux_loss [0-9.]+", proc.stdout), proc.stdout
+    assert json.loads((tmp_path / "once.json").read_text())["blocks"][0]["aux_loss"] > 0
+    twice = STAT_CALL.replace(
+        "  %r:2 = func.call @block(%x,",
+        "  %q:2 = func.call @block(%x, %wr, %w1, %w2) : (tensor<?x8x32xf32>, tensor<32x2xf32>, "
+        "tensor<2x32x32xf32>, tensor<2x32x32xf32>) -> (tensor<?x8x32xf32>, tensor<f32>)\n"
+        "  %r:2 = func.call @block(%q#0,")
+    (tmp_path / "twice.mlir").write_text(twice)
+    proc = moec(tmp_path / "twice.mlir", "-o", tmp_path / "twice")
+    assert "result 1 is not a statistic of a layer op" in proc.stderr
+
+
 def test_runs_through_a_tree_of_calls(tmp_path):
     """Each function counted once: a chain of functions that each call the
     next twice, inside a 3-step loop, runs its layer 3 * 2^3 times."""
