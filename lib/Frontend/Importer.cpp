@@ -273,6 +273,12 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
     return trips->getZExtValue();
   };
   SymbolTableCollection symbols;
+  // The function a call runs, when it has a body here.
+  auto calleeOf = [&](CallOpInterface call) -> func::FuncOp {
+    auto callee =
+        dyn_cast_or_null<func::FuncOp>(call.resolveCallableInTable(&symbols));
+    return callee && !callee.isExternal() ? callee : nullptr;
+  };
   SmallVector<Operation *> callStack;
   // Counts of functions outside any recursion (those depend on the path).
   llvm::DenseMap<Operation *, std::unique_ptr<Counts>> memo;
@@ -287,9 +293,8 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
           return WalkResult::skip();
         }
         if (auto call = dyn_cast<CallOpInterface>(op)) {
-          auto callee = dyn_cast_or_null<func::FuncOp>(
-              call.resolveCallableInTable(&symbols));
-          if (!callee || callee.isExternal())
+          func::FuncOp callee = calleeOf(call);
+          if (!callee)
             return WalkResult::advance();
           if (llvm::is_contained(callStack, callee)) {
             // A recursive call: how often the layers it reaches run, through
@@ -303,9 +308,7 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
                 if (moe::isLayerOp(inner))
                   add(counts[inner], -1);
                 else if (auto call = dyn_cast<CallOpInterface>(inner))
-                  if (auto next = dyn_cast_or_null<func::FuncOp>(
-                          call.resolveCallableInTable(&symbols));
-                      next && !next.isExternal())
+                  if (func::FuncOp next = calleeOf(call))
                     unknown(next);
               });
             };
@@ -376,20 +379,21 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
   }
 
   llvm::json::Array results;
-  // A result is a statistic of a layer when every return of the entry (a
-  // body of several blocks may have more than one) returns it.
-  SmallVector<func::ReturnOp> returns;
-  for (Block &block : entry.getBody())
-    if (block.mightHaveTerminator())
-      if (auto ret = dyn_cast<func::ReturnOp>(block.getTerminator()))
-        returns.push_back(ret);
-  auto returned = [&](unsigned i) -> Value {
-    if (returns.empty())
-      return nullptr;
-    Value value = returns.front().getOperand(i);
-    for (func::ReturnOp ret : returns)
-      if (ret.getOperand(i) != value)
+  // The value every return of `fn` (a body of several blocks may have more
+  // than one) returns as result `i`, or null: a result is a statistic of a
+  // layer when that value is one of the layer's results.
+  auto returnedBy = [](func::FuncOp fn, unsigned i) -> Value {
+    Value value;
+    for (Block &block : fn.getBody()) {
+      auto ret = block.mightHaveTerminator()
+                     ? dyn_cast<func::ReturnOp>(block.getTerminator())
+                     : nullptr;
+      if (!ret)
+        continue;
+      if (value && ret.getOperand(i) != value)
         return nullptr;
+      value = ret.getOperand(i);
+    }
     return value;
   };
   for (unsigned i = 0; i < type.getNumResults(); ++i) {
@@ -407,24 +411,16 @@ FailureOr<std::string> switchyard::buildManifest(func::FuncOp entry) {
     if (i > 0) {
       // Through calls too, to the callee's returned value, when the layer
       // runs once a run (else the value would be one of several runs').
-      Value value = returned(i);
+      Value value = returnedBy(entry, i);
       bool throughCall = false;
       llvm::SmallPtrSet<Operation *, 4> visited;
       while (auto call =
                  value ? value.getDefiningOp<func::CallOp>() : nullptr) {
-        auto callee = dyn_cast_or_null<func::FuncOp>(
-            call.resolveCallableInTable(&symbols));
-        if (!callee || callee.isExternal() || !visited.insert(callee).second)
+        func::FuncOp callee = calleeOf(call);
+        if (!callee || !visited.insert(callee).second)
           break;
-        Value inner;
-        for (Block &block : callee.getBody())
-          if (block.mightHaveTerminator())
-            if (auto ret = dyn_cast<func::ReturnOp>(block.getTerminator())) {
-              Value v = ret.getOperand(cast<OpResult>(value).getResultNumber());
-              inner = !inner || inner == v ? v : Value();
-              if (!inner)
-                break;
-            }
+        Value inner =
+            returnedBy(callee, cast<OpResult>(value).getResultNumber());
         if (!inner)
           break;
         value = inner;
