@@ -547,25 +547,13 @@ Error switchyard::runtime::writeFileAtomically(StringRef path,
                                                ArrayRef<StringRef> pieces) {
   // A device (/dev/null) or a pipe is written as it is: a rename would
   // replace it with a regular file.
-  if (isSpecialFile(path)) {
-    std::error_code ec;
-    raw_fd_ostream os(path, ec, sys::fs::OF_None);
-    if (ec)
-      return cannotWrite(path, ec);
-    for (StringRef piece : pieces)
-      os << piece;
-    os.close();
-    if (os.has_error()) {
-      ec = os.error();
-      os.clear_error();
-      return cannotWrite(path, ec);
-    }
-    return Error::success();
-  }
+  bool special = isSpecialFile(path);
   SmallString<128> temp;
   int fd;
   if (std::error_code ec =
-          sys::fs::createUniqueFile(path + ".tmp-%%%%%%", fd, temp))
+          special
+              ? sys::fs::openFileForWrite(path, fd, sys::fs::CD_OpenExisting)
+              : sys::fs::createUniqueFile(path + ".tmp-%%%%%%", fd, temp))
     return cannotWrite(path, ec);
   {
     raw_fd_ostream os(fd, /*shouldClose=*/true);
@@ -575,10 +563,13 @@ Error switchyard::runtime::writeFileAtomically(StringRef path,
     if (os.has_error()) {
       std::error_code ec = os.error();
       os.clear_error();
-      sys::fs::remove(temp);
+      if (!special)
+        sys::fs::remove(temp);
       return cannotWrite(path, ec);
     }
   }
+  if (special)
+    return Error::success();
   if (std::error_code ec = sys::fs::rename(temp, path)) {
     sys::fs::remove(temp);
     return cannotWrite(path, ec);
