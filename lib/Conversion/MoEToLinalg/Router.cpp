@@ -194,13 +194,9 @@ struct ExpertCapacityLowering : OpConversionPattern<moe::ExpertCapacityOp> {
       rows = arith::MinimumFOp::create(b, loc, rows, gf);
       Value ceil = math::CeilOp::create(b, loc, rows);
       Value asInt = arith::FPToSIOp::create(b, loc, b.getI64Type(), ceil);
-      // A positive factor keeps at least a row, as the ceiling of a
-      // positive number is: a subnormal factor's product underflows to 0.
-      int64_t atLeast = std::max<int64_t>(
-          op.getMinCapacity(), factor->convertToDouble() > 0 ? 1 : 0);
       capacity = arith::MaxSIOp::create(
           b, loc, convertScalar(b, loc, asInt, b.getIndexType()),
-          indexConst(b, loc, atLeast));
+          indexConst(b, loc, op.getCapacityFloor()));
     }
     b.replaceOpWithNewOp<arith::MinSIOp>(op, capacity, g);
     return success();

@@ -408,13 +408,15 @@ int64_t ExpertCapacityOp::computeCapacity(int64_t groupSize,
                   static_cast<double>(numExperts);
     // Capped at G before the conversion, which a huge factor would overflow.
     rows = std::min(rows, static_cast<double>(groupSize));
-    // A positive factor keeps at least a row, as the ceiling of a positive
-    // number is: a subnormal factor's product underflows to 0.
-    int64_t atLeast = std::max<int64_t>(getMinCapacity(), *factor > 0 ? 1 : 0);
-    capacity =
-        std::max<int64_t>(atLeast, static_cast<int64_t>(std::ceil(rows)));
+    capacity = std::max<int64_t>(getCapacityFloor(),
+                                 static_cast<int64_t>(std::ceil(rows)));
   }
   return std::min(capacity, groupSize);
+}
+
+int64_t ExpertCapacityOp::getCapacityFloor() {
+  std::optional<double> factor = toDouble(getCapacityFactor());
+  return std::max<int64_t>(getMinCapacity(), factor && *factor > 0 ? 1 : 0);
 }
 
 LogicalResult ExpertCapacityOp::verify() {

@@ -321,6 +321,10 @@ def MoE_ExpertCapacityOp : MoE_Op<"expert_capacity", [Pure]> {
   let extraClassDeclaration = [{
     /// The capacity for a group of `groupSize` tokens and `numExperts`.
     int64_t computeCapacity(int64_t groupSize, int64_t numExperts);
+    /// The least capacity a capacity factor gives: min_capacity, and a row
+    /// for a positive factor, as the ceiling of a positive number is (a
+    /// subnormal factor's product underflows to 0).
+    int64_t getCapacityFloor();
   }];
 }
 
