@@ -83,19 +83,23 @@ OwningOpRef<ModuleOp> switchyard::loadModel(llvm::SourceMgr &sourceMgr,
   return module;
 }
 
-LogicalResult switchyard::checkCompileOptions(const CompileOptions &options,
-                                              Location loc) {
+std::optional<std::string>
+switchyard::compileOptionsProblem(const CompileOptions &options) {
   // The code runs on the host (createHostTargetMachine).
   if (options.bf16DotProducts && !hostHasBF16DotProducts())
-    return emitError(loc, "bf16 dot products need a host with avx512bf16");
+    return "bf16 dot products need a host with avx512bf16";
   bool amx = usesBF16Amx(options);
   if (options.bf16DotProducts && amx)
-    return emitError(loc,
-                     "bf16 products take one path: dot products or AMX tiles, "
-                     "not both");
+    return "bf16 products take one path: dot products or AMX tiles, not both";
   if (amx && !hostHasBF16Amx())
-    return emitError(
-        loc, "bf16 AMX products need a host with amx-tile and amx-bf16");
+    return "bf16 AMX products need a host with amx-tile and amx-bf16";
+  return std::nullopt;
+}
+
+LogicalResult switchyard::checkCompileOptions(const CompileOptions &options,
+                                              Location loc) {
+  if (std::optional<std::string> problem = compileOptionsProblem(options))
+    return emitError(loc, *problem);
   return success();
 }
 

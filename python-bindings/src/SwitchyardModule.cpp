@@ -224,10 +224,10 @@ CompileResult compileModel(const std::string &text, const std::string &fileName,
   options.bf16DotProducts = bf16DotProducts;
   options.bf16Amx = bf16Amx;
   options.optLevel = optLevel;
-  // Options the host cannot compile fail here, before the pipeline: no
-  // moe-opt command would reproduce them.
-  if (options.stage != Stage::Layer &&
-      failed(checkCompileOptions(options, entry.getLoc())))
+  // Options the host cannot compile fail here, at every stage (as moec's
+  // command line does), before the pipeline: no moe-opt command would
+  // reproduce them.
+  if (failed(checkCompileOptions(options, entry.getLoc())))
     throw fail("");
   llvm::raw_string_ostream irStream(result.irAfterAll);
   auto configure = [&](PassManager &pm) -> LogicalResult {

@@ -211,9 +211,14 @@ def test_every_routing_kind_against_the_reference(kind, tmp_path):
         else:
             assert got["capacity"] is None and got["expert_counts"] is None
             assert got["usage"] is None
+            # No block reports a z-loss: no sum either.
+            assert got["z_loss"] is None and result.stats["z_loss"] is None
         if kind.startswith("moe"):
             assert got["aux_loss"] == pytest.approx(stats[0]["aux_loss"], rel=1e-5)
+            assert result.stats["aux_loss"] == pytest.approx(got["aux_loss"])
             assert got["dropped"] == stats[0]["dropped"]
+        else:
+            assert got["aux_loss"] is None and result.stats["aux_loss"] is None
         assert result.useful_flops > 0
 
 
@@ -275,6 +280,9 @@ def test_bf16_dot_products(kind):
     with pytest.raises(sy.CompileError, match="bf16 products take one path") as error:
         sy.compile(model, bf16_dot_products=True, bf16_amx=True)
     assert "reproduce with" not in str(error.value)
+    # At every stage, as moec's command line refuses it.
+    with pytest.raises(sy.CompileError, match="bf16 products take one path"):
+        sy.compile(model, stage="layer", bf16_dot_products=True, bf16_amx=True)
 
 
 @pytest.mark.skipif(host_has_bf16_dot_products(), reason="the host has avx512bf16")

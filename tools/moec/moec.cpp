@@ -108,6 +108,19 @@ cl::opt<bool> listWeights("list-weights",
                                    "(name, shape, dtype) and exit"),
                           cl::init(false), cl::cat(moecCategory));
 
+/// The compile options the command line asks for.
+CompileOptions compileOptions() {
+  CompileOptions options;
+  options.stage = emit == Emit::MLIR ? stage.getValue() : Stage::LLVM;
+  options.parallel = !noParallel;
+  options.fusion = !noFusion;
+  options.bf16DotProducts = bf16Dot;
+  if (bf16Amx != cl::BOU_UNSET)
+    options.bf16Amx = bf16Amx == cl::BOU_TRUE;
+  options.optLevel = optLevel;
+  return options;
+}
+
 bool explicitOption(const cl::Option &option) {
   return option.getNumOccurrences() > 0;
 }
@@ -152,14 +165,7 @@ LogicalResult compile(MLIRContext &context, llvm::SourceMgr &sourceMgr,
     return success();
   }
 
-  CompileOptions options;
-  options.stage = emit == Emit::MLIR ? stage.getValue() : Stage::LLVM;
-  options.parallel = !noParallel;
-  options.fusion = !noFusion;
-  options.bf16DotProducts = bf16Dot;
-  if (bf16Amx != cl::BOU_UNSET)
-    options.bf16Amx = bf16Amx == cl::BOU_TRUE;
-  options.optLevel = optLevel;
+  CompileOptions options = compileOptions();
   std::string entryName = entry.getName().str();
   {
     TimingScope t = root.nest("Pipeline");
@@ -229,6 +235,9 @@ bool checkOptions() {
                 "from the LLVM dialect)");
   if (outputFile.empty())
     return fail("-o needs a path");
+  if (std::optional<std::string> problem =
+          compileOptionsProblem(compileOptions()))
+    return fail(*problem);
   bool toFile = emit == Emit::Exe || emit == Emit::Lib || emit == Emit::Obj;
   if (toFile && outputFile == "-" && !listWeights)
     return fail("--emit=exe, lib and obj write a file: -o needs a path (not "

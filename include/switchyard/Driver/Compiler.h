@@ -19,6 +19,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 
 namespace llvm {
 class LLVMContext;
@@ -83,9 +84,13 @@ struct CompileOptions {
 mlir::OwningOpRef<mlir::ModuleOp> loadModel(llvm::SourceMgr &sourceMgr,
                                             mlir::MLIRContext *context);
 
-/// Checks that `options` can compile for the host: bf16 dot products or AMX
-/// tiles, not both, each only where the host has it. Emits an error at `loc`
-/// otherwise. lowerToStage checks the same before it runs anything.
+/// What keeps `options` from compiling for the host, or nothing: bf16 dot
+/// products or AMX tiles, not both, each only where the host has it. moec
+/// reports it as a command-line error.
+std::optional<std::string> compileOptionsProblem(const CompileOptions &options);
+
+/// Emits compileOptionsProblem's message at `loc` when there is one.
+/// lowerToStage checks the same before it runs anything.
 mlir::LogicalResult checkCompileOptions(const CompileOptions &options,
                                         mlir::Location loc);
 
