@@ -97,8 +97,8 @@ struct Entry {
 class Parser {
 public:
   Parser(StringRef text, StringRef bufferName)
-      : stream(MemoryBufferRef(text, bufferName), sourceMgr,
-               /*ShowColors=*/false),
+      : text(text), stream(MemoryBufferRef(text, bufferName), sourceMgr,
+                           /*ShowColors=*/false),
         fileName(bufferName.str()) {
     sourceMgr.setDiagHandler(
         [](const SMDiagnostic &diag, void *context) {
@@ -136,6 +136,13 @@ private:
     return false;
   }
 
+  /// The first line that starts with '%' after the document's content has
+  /// started, if any. LLVM's YAML scanner takes a '%' in column 0 for a
+  /// directive and ends the document there, which shows up later as a
+  /// missing value, a missing key or an unexpected token. (Inside a quoted
+  /// scalar the '%' is text: only a description that fails is blamed on it.)
+  std::optional<StringRef> directiveInDocument() const;
+
   std::optional<Entry> readEntry(yaml::KeyValueNode &kv);
   bool parseBlocks(yaml::Node *node, ModelDescription &model);
   bool parseBlock(yaml::MappingNode *node, unsigned index,
@@ -156,12 +163,29 @@ private:
         diagnostic.getColumnNo() + 1, diagnostic.getMessage().str(), message);
   }
 
+  StringRef text; // the stream's buffer: SMLocs point into it
   SourceMgr sourceMgr;
   yaml::Stream stream;
   std::string message;
   SMDiagnostic diagnostic;
   std::string fileName;
 };
+
+std::optional<StringRef> Parser::directiveInDocument() const {
+  bool inDocument = false;
+  for (StringRef rest = text; !rest.empty();) {
+    auto [line, next] = rest.split('\n');
+    if (line.starts_with("..."))
+      inDocument = false; // a document end: directives may follow
+    else if (line.starts_with("%") && inDocument)
+      return line;
+    else if (!line.starts_with("%") && !line.ltrim().empty() &&
+             !line.ltrim().starts_with("#"))
+      inDocument = true;
+    rest = next;
+  }
+  return std::nullopt;
+}
 
 std::optional<Entry> Parser::readEntry(yaml::KeyValueNode &kv) {
   Entry e;
@@ -334,14 +358,28 @@ Expected<ModelDescription> Parser::parse() {
     }
     if (stream.failed())
       return false;
-    for (const char *required : {"d_model", "seq_len", "blocks"})
-      if (!seen.count(required))
-        return error(map, Twine("the model is missing '") + required + "'");
+    // Before the required keys: a '---' in the middle of the text ends the
+    // document there, and the keys after it are in a second one.
     if (++doc != stream.end() && !stream.failed())
       return error(doc->getRoot(),
                    "expected one YAML document, found a second");
-    return !stream.failed();
+    if (stream.failed())
+      return false;
+    for (const char *required : {"d_model", "seq_len", "blocks"})
+      if (!seen.count(required))
+        return error(map, Twine("the model is missing '") + required + "'");
+    return true;
   }();
+  // Whatever the failure, a directive inside the document caused it.
+  if (!ok)
+    if (std::optional<StringRef> line = directiveInDocument()) {
+      message.clear();
+      stream.printError(
+          SMRange(SMLoc::getFromPointer(line->data()),
+                  SMLoc::getFromPointer(line->data() + 1)),
+          "a '%' directive inside the document: directives go before its "
+          "content (and before '---'), and a '%' cannot start a line of it");
+    }
   // Every failure above reports itself, and LLVM's YAML scanner reports its
   // own errors; should one ever fail silently, the user still gets a
   // message rather than an empty one.
