@@ -155,7 +155,7 @@ class RunResult:
     """`output` [B, S, D] in the model's dtype, and `stats`: {"blocks": [per
     block: kind, capacity, aux_loss, z_loss, expert_counts, dropped,
     unrouted, usage; None where a block reports none], "aux_loss", "z_loss": sums
-    over the blocks}."""
+    over the blocks that report them, None when none does}."""
 
     def __init__(self, output, stats):
         self.output = output
@@ -390,8 +390,11 @@ class CompiledModel:
                 "unrouted": None if s.unrouted < 0 else s.unrouted,
                 "usage": None if math.isnan(s.usage) else s.usage,
             })
-        total = {key: sum(b[key] for b in blocks if b[key] is not None)
-                 for key in ("aux_loss", "z_loss")}
+        # A sum over the blocks that report the loss; None when none does.
+        total = {}
+        for key in ("aux_loss", "z_loss"):
+            reported = [b[key] for b in blocks if b[key] is not None]
+            total[key] = sum(reported) if reported else None
         return {"blocks": blocks, **total}
 
     def save_weights(self, path, weights=None, seed=None):
