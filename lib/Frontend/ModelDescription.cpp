@@ -358,16 +358,25 @@ Expected<ModelDescription> Parser::parse() {
     }
     if (stream.failed())
       return false;
-    // Before the required keys: a '---' in the middle of the text ends the
-    // document there, and the keys after it are in a second one.
+    // A second document is reported before the required keys: a '---' in
+    // the middle of the text ends the document there, and the keys after it
+    // are in the second one. (Moving to it frees the first document's nodes:
+    // only the mapping's place in the text is kept.)
+    const char *missing = nullptr;
+    for (const char *required : {"d_model", "seq_len", "blocks"})
+      if (!missing && !seen.count(required))
+        missing = required;
+    SMRange mapRange = map->getSourceRange();
     if (++doc != stream.end() && !stream.failed())
       return error(doc->getRoot(),
                    "expected one YAML document, found a second");
     if (stream.failed())
       return false;
-    for (const char *required : {"d_model", "seq_len", "blocks"})
-      if (!seen.count(required))
-        return error(map, Twine("the model is missing '") + required + "'");
+    if (missing) {
+      stream.printError(inBuffer(mapRange.Start) ? mapRange : SMRange(),
+                        Twine("the model is missing '") + missing + "'");
+      return false;
+    }
     return true;
   }();
   // Whatever the failure, a directive inside the document caused it.
