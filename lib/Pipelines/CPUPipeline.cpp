@@ -152,6 +152,9 @@ void switchyard::buildCPUPipeline(OpPassManager &pm,
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createUBToLLVMConversionPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
+  // bf16 vectors of odd widths through memory as i16: LLVM's x86 back end
+  // cannot select their loads and stores (d_model 9, 17, 25, ...).
+  pm.addPass(createSwitchyardBF16VectorsThroughMemoryAsI16());
 }
 
 void switchyard::registerPipelines() {

@@ -93,7 +93,8 @@ def test_stage_ir_and_passes():
     full = sy.compile(model, stage="llvm").passes
     assert full[:7] == ["moe-inline", "moe-decompose", "canonicalize", "moe-fuse-router",
                         "moe-fuse-experts", "moe-fuse-soft", "convert-moe-to-linalg"]
-    assert full[-1] == "reconcile-unrealized-casts"
+    assert full[-2:] == ["reconcile-unrealized-casts",
+                         "switchyard-bf16-vectors-through-memory-as-i16"]
 
 
 def test_ir_after_every_pass_is_moecs_text(tmp_path):
@@ -108,8 +109,8 @@ def test_ir_after_every_pass_is_moecs_text(tmp_path):
                                                        "Canonicalizer (canonicalize)"]
     assert "moe.token_choice_route" in lowered.ir_after_all[1][1]
     compiled = sy.compile(model, print_ir_after_all=True)
-    assert compiled.ir_after_all[-1][0] == \
-        "ReconcileUnrealizedCastsPass (reconcile-unrealized-casts)"
+    assert compiled.ir_after_all[-1][0] == ("SwitchyardBF16VectorsThroughMemoryAsI16 "
+                                            "(switchyard-bf16-vectors-through-memory-as-i16)")
 
 
 def test_compile_errors():

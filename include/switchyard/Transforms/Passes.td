@@ -315,6 +315,31 @@ def SwitchyardSerializeNestedParallel
   let dependentDialects = ["::mlir::scf::SCFDialect"];
 }
 
+def SwitchyardBF16VectorsThroughMemoryAsI16
+    : Pass<"switchyard-bf16-vectors-through-memory-as-i16", "::mlir::ModuleOp"> {
+  let summary = "Load and store bf16 vectors of odd widths as i16 vectors";
+  let description = [{
+    LLVM 22's x86 back end cannot select a load or a store of a bf16
+    vector of 9, 17, 25, 33, ... elements on a host with AVX-512 BF16
+    (`LLVM ERROR: Do not know how to soft promote this operator's
+    operand!`): a bf16 model whose `d_model` or `d_ff` is one more than a
+    multiple of 8 copies its rows with such vectors. By this point (the
+    LLVM dialect) the conversions between bf16 and f32 are integer
+    operations (`arith-expand` with bf16) that bitcast their bf16 operands
+    to i16 and back, and bf16 arithmetic runs in f32
+    (`arith-emulate-unsupported-floats`), so a bf16 vector value only ever
+    goes between memory and such a bitcast.
+
+    This pass rewrites every `llvm.load` and `llvm.store` of a bf16 vector
+    whose width is not a power of two into the same access of an i16
+    vector, bitcast to and from bf16: LLVM folds the bitcast pairs, and no
+    bf16 vector of those widths is left for the back end. The bits moved
+    are the same; power-of-two widths, the ones the products use, are left
+    as they are.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
 def SwitchyardApproximateMath
     : Pass<"switchyard-approximate-math", "::mlir::func::FuncOp"> {
   let summary = "Expand f32 exp and erf into polynomials that vectorize";
