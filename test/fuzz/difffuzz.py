@@ -24,8 +24,9 @@ For each random model description:
     test_moec.check_stats does.
 Routing decisions are checked for near-ties by re-deciding each routed block
 from perturbed logits (f32 logits and random perturbations of the size of
-the rounding the compiled code may see); a mismatch on a case with a near-tie
-is counted separately, not reported as a bug.
+the rounding the compiled code may see) and from probabilities computed in
+f32 (near 1 they tie where float64's differ); a mismatch on a case with a
+near-tie is counted separately, not reported as a bug.
 
 Usage:
   difffuzz.py run --minutes 70 [--seed S]      fuzz, log to results.jsonl
@@ -349,6 +350,15 @@ def softmax64(z):
     return e / e.sum(-1, keepdims=True)
 
 
+def softmax32(z):
+    """The softmax in f32, as the compiled router computes it: near 1, f32
+    probabilities tie where float64 ones still differ."""
+    z = np.asarray(z, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True, dtype=np.float32)).astype(np.float64)
+
+
 def tc_decide(p, k, C, priority, reroute):
     G, E = p.shape
     rank = np.argsort(-p, axis=1, kind="stable")
@@ -422,6 +432,8 @@ def near_tie(normeds, dtype, nprng, trials=8):
             # also: f32-rounded probabilities (the compiled code sorts f32 p)
             ps = [softmax64(v) for v in variants]
             ps.append(softmax64(z).astype(np.float32).astype(np.float64))
+            # and probabilities computed in f32 from the f32 logits
+            ps.append(softmax32(z32))
             Cg = min(C, h.shape[0]) if kind == "expert_choice" else C
             if kind == "moe":
                 dec = [tc_decide(p, options.get("top_k", 1), C, options.get("priority", "sequence"),
