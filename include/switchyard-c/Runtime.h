@@ -36,8 +36,7 @@ typedef enum sy_status {
   SY_ERROR_FORMAT = 3,           /* a malformed safetensors or npy file */
   SY_ERROR_WEIGHTS = 4,          /* a weight missing, mis-shaped or mis-typed */
   SY_ERROR_SHAPE = 5,            /* an input of the wrong shape or dtype */
-  SY_ERROR_RUNTIME = 6           /* out of memory, or the compiled code
-                                    returned bad results */
+  SY_ERROR_RUNTIME = 6           /* the compiled code returned bad results */
 } sy_status;
 
 typedef struct sy_model sy_model;
@@ -97,12 +96,10 @@ SY_API sy_status sy_model_run(const sy_model *model, int64_t batch,
                               sy_stats *stats, char **message);
 
 /* Useful floating-point operations of a run, counting only kept expert
- * assignments, which it reads from the run's `stats`. NaN when they are
- * unknown: a model with a routed block (moe, expert_choice) and `stats` NULL,
- * not filled by a run, or without that block's expert counts (a hand-written
- * model that does not return them); when the input decides how many times a
- * layer runs (a loop bounded by the batch size, a branch: the manifest's
- * `runs` is -1); and for a NULL model or a batch below 1. */
+ * assignments (needs the run's stats for routed blocks). NaN when the input
+ * decides how many times a layer runs (a loop bounded by the batch size, a
+ * branch: the manifest's `runs` is -1), and for a NULL model or a batch
+ * below 1. */
 SY_API double sy_model_useful_flops(const sy_model *model, int64_t batch,
                                     const sy_stats *stats);
 

@@ -470,11 +470,9 @@ static int runMain(int argc, char **argv) {
     outs() << "\n";
   }
   if (std::isnan(flops))
-    outs() << format(
-        "  first run %.3f ms (useful FLOPs unknown: %s)\n", firstMs,
-        llvm::any_of(m.blocks, [](const auto &b) { return b.runs < 0; })
-            ? "the input decides how often a layer runs"
-            : "a routed block returns no expert counts");
+    outs() << format("  first run %.3f ms (useful FLOPs unknown: the input "
+                     "decides how often a layer runs)\n",
+                     firstMs);
   else
     outs() << format("  first run %.3f ms, %.3f useful GFLOP, %.2f useful "
                      "GFLOP/s\n",

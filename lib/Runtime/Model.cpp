@@ -543,15 +543,13 @@ double Model::usefulFlops(int64_t batch, const RunStats *stats) const {
       // Logits, dispatch and combine products, then the expert MLPs.
       total += runs * groups * (3 * 2 * m * D * slots + slots * perToken);
     } else {
-      // Only the run's counts say how many assignments were kept: without
-      // them (no stats, or a model that does not return them) the count is
-      // unknown, not a guess.
-      if (!stats || i >= stats->blocks.size() ||
-          stats->blocks[i].expertCounts.empty())
-        return std::numeric_limits<double>::quiet_NaN();
-      double kept = 0;
-      for (int64_t c : stats->blocks[i].expertCounts)
-        kept += c;
+      double kept = tokens * b.topK;
+      if (stats && i < stats->blocks.size() &&
+          !stats->blocks[i].expertCounts.empty()) {
+        kept = 0;
+        for (int64_t c : stats->blocks[i].expertCounts)
+          kept += c;
+      }
       total += runs * (2 * tokens * D * E + kept * perToken);
     }
   }

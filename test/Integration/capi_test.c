@@ -168,13 +168,6 @@ int main(int argc, char **argv) {
   CHECK(sy_model_useful_flops(model, B, stats) > 0);
   CHECK(isnan(sy_model_useful_flops(model, 0, stats)));
   CHECK(isnan(sy_model_useful_flops(NULL, B, stats)));
-  /* The kept assignments come from a run's statistics: unknown without. */
-  CHECK(isnan(sy_model_useful_flops(model, B, NULL)));
-  {
-    sy_stats *unfilled = sy_stats_create(model);
-    CHECK(unfilled && isnan(sy_model_useful_flops(model, B, unfilled)));
-    sy_stats_destroy(unfilled);
-  }
   CHECK(sy_stats_get(stats, 2, &block, &message) == SY_ERROR_INVALID_ARGUMENT);
   CHECK(message && strstr(message, "block 2 is out of range [0, 2)"));
   sy_free_message(message);
