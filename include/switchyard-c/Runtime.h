@@ -36,7 +36,8 @@ typedef enum sy_status {
   SY_ERROR_FORMAT = 3,           /* a malformed safetensors or npy file */
   SY_ERROR_WEIGHTS = 4,          /* a weight missing, mis-shaped or mis-typed */
   SY_ERROR_SHAPE = 5,            /* an input of the wrong shape or dtype */
-  SY_ERROR_RUNTIME = 6           /* the compiled code returned bad results */
+  SY_ERROR_RUNTIME = 6           /* out of memory, or the compiled code
+                                    returned bad results */
 } sy_status;
 
 typedef struct sy_model sy_model;
@@ -96,10 +97,13 @@ SY_API sy_status sy_model_run(const sy_model *model, int64_t batch,
                               sy_stats *stats, char **message);
 
 /* Useful floating-point operations of a run, counting only kept expert
- * assignments (needs the run's stats for routed blocks). NaN when the input
- * decides how many times a layer runs (a loop bounded by the batch size, a
- * branch: the manifest's `runs` is -1), and for a NULL model or a batch
- * below 1. */
+ * assignments, read from the run's `stats`. Without them (`stats` NULL or
+ * not filled by a run, or a hand-written model that returns no expert
+ * counts) a token-choice block counts every assignment as kept (tokens times
+ * top_k, an upper bound) and an expert-choice block one assignment a token.
+ * NaN when the input decides how many times a layer runs (a loop bounded by
+ * the batch size, a branch: the manifest's `runs` is -1), and for a NULL
+ * model or a batch below 1. */
 SY_API double sy_model_useful_flops(const sy_model *model, int64_t batch,
                                     const sy_stats *stats);
 
