@@ -31,11 +31,21 @@ func.func @exp_erf(%v: vector<16xf32>, %s: f32) -> (vector<16xf32>, vector<16xf3
 // tanh keeps its libm call: the approximation's clamps would turn NaN into
 // +-1. Other element types are left as they are.
 
+// So are f16 and tensors (the polynomials are built for f32 scalars and
+// vectors; a tensor's made invalid IR).
+
 // CHECK-LABEL: func.func @kept
 // CHECK:         math.tanh %{{.+}} : vector<16xf32>
 // CHECK:         math.exp %{{.+}} : vector<4xf64>
-func.func @kept(%v: vector<16xf32>, %d: vector<4xf64>) -> (vector<16xf32>, vector<4xf64>) {
+// CHECK:         math.erf %{{.+}} : f16
+// CHECK-NOT:     math.copysign
+// CHECK:         math.erf %{{.+}} : tensor<4xf32>
+// CHECK:         math.exp %{{.+}} : tensor<4xf32>
+func.func @kept(%v: vector<16xf32>, %d: vector<4xf64>, %h: f16, %t: tensor<4xf32>) -> (vector<16xf32>, vector<4xf64>, f16, tensor<4xf32>, tensor<4xf32>) {
   %0 = math.tanh %v : vector<16xf32>
   %1 = math.exp %d : vector<4xf64>
-  return %0, %1 : vector<16xf32>, vector<4xf64>
+  %2 = math.erf %h : f16
+  %3 = math.erf %t : tensor<4xf32>
+  %4 = math.exp %t : tensor<4xf32>
+  return %0, %1, %2, %3, %4 : vector<16xf32>, vector<4xf64>, f16, tensor<4xf32>, tensor<4xf32>
 }

@@ -29,7 +29,8 @@ struct ConvertMoEToLinalgPass
     // Layer ops are moe-decompose's to take apart: say so, rather than
     // leave the conversion's "failed to legalize".
     WalkResult layers = getOperation()->walk([](Operation *op) {
-      if (!switchyard::moe::isLayerOp(op))
+      if (!switchyard::moe::isLayerOp(op) &&
+          !isa<switchyard::moe::ResidualOp>(op))
         return WalkResult::advance();
       op->emitError("'")
           << op->getName()

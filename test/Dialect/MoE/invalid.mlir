@@ -768,3 +768,29 @@ func.func @soft_moe_slots_overflow(%x: tensor<2x8x16xf32>, %phi: tensor<16x4xf32
       : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<f32>, tensor<2x16x32xf32>, tensor<2x32x16xf32>) -> tensor<2x8x16xf32>
   return
 }
+
+// -----
+
+// Routing-level ops need k, E and D static (only NG, G and C follow the
+// batch): the lowering unrolls over k, and a dynamic k combined nothing.
+func.func @combine_dynamic_k(%out: tensor<4x2x3x16xf32>, %e: tensor<2x8x?xi64>, %pos: tensor<2x8x?xi64>, %kept: tensor<2x8x?xi1>, %g: tensor<2x8x?xf32>) {
+  // expected-error @+1 {{expected a static number of choices k (dimension 2 of experts), but found 'tensor<2x8x?xi64>'}}
+  %y = moe.combine %out, %e, %pos, %kept, %g : (tensor<4x2x3x16xf32>, tensor<2x8x?xi64>, tensor<2x8x?xi64>, tensor<2x8x?xi1>, tensor<2x8x?xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @expert_choice_stats_dynamic_experts(%p: tensor<2x8x4xf32>, %t: tensor<2x4x3xi64>) {
+  // expected-error @+1 {{expected a static number of experts E (dimension 0 of expert_counts), but found 'tensor<?xi64>'}}
+  %c, %u = moe.expert_choice_stats %t, %p : (tensor<2x4x3xi64>, tensor<2x8x4xf32>) -> (tensor<?xi64>, tensor<i64>)
+  return
+}
+
+// -----
+
+func.func @soft_experts_dynamic_width(%x: tensor<1x8x?xf32>, %l: tensor<1x8x2xf32>, %w1: tensor<2x?x32xf32>, %w2: tensor<2x32x?xf32>) {
+  // expected-error @+1 {{expected a static model width D (dimension 2 of x), but found 'tensor<1x8x?xf32>'}}
+  %y = moe.soft_experts %x, %l weights(w1 %w1 w2 %w2) {activation = #moe.activation<relu>} : (tensor<1x8x?xf32>, tensor<1x8x2xf32>, tensor<2x?x32xf32>, tensor<2x32x?xf32>) -> tensor<1x8x?xf32>
+  return
+}

@@ -444,6 +444,19 @@ static LogicalResult verifyRoutingShape(Operation *op, StringRef name,
   return verifyShape(op, name, value, shapeOf(reference), "[NG, G, k]");
 }
 
+/// At the routing level only the groups NG, a group's tokens G and the
+/// capacity C follow the batch; the number of choices, of experts and the
+/// model width are static, as the lowering needs them. `symbol` is dimension
+/// `dim` of `value`.
+static LogicalResult verifyStaticDim(Operation *op, StringRef name, Value value,
+                                     unsigned dim, StringRef symbol) {
+  if (!ShapedType::isDynamic(dimOf(value, dim)))
+    return success();
+  return op->emitOpError("expected a static ")
+         << symbol << " (dimension " << dim << " of " << name << "), but found "
+         << value.getType();
+}
+
 /// When `capacity` is a constant, it must agree with `staticCapacity`.
 static LogicalResult verifyCapacityDim(Operation *op, Value capacity,
                                        int64_t staticCapacity) {
@@ -508,6 +521,9 @@ LogicalResult TokenChoiceRouterOp::verify() {
 
 LogicalResult DispatchOp::verify() {
   Operation *op = getOperation();
+  if (failed(verifyStaticDim(op, "buffers", getBuffers(), 0,
+                             "number of experts E")))
+    return failure();
   if (failed(verifyRoutingShape(op, "positions", getPositions(), getExperts())) ||
       failed(verifyRoutingShape(op, "kept", getKept(), getExperts())) ||
       failed(verifyShape(op, "experts", getExperts(),
@@ -524,6 +540,11 @@ LogicalResult DispatchOp::verify() {
 
 LogicalResult CombineOp::verify() {
   Operation *op = getOperation();
+  if (failed(verifyStaticDim(op, "experts", getExperts(), 2,
+                             "number of choices k")) ||
+      failed(verifyStaticDim(op, "expert_outputs", getExpertOutputs(), 0,
+                             "number of experts E")))
+    return failure();
   Value out = getExpertOutputs();
   if (failed(verifyRoutingShape(op, "positions", getPositions(), getExperts())) ||
       failed(verifyRoutingShape(op, "kept", getKept(), getExperts())) ||
@@ -566,6 +587,9 @@ LogicalResult DispatchGroupedOp::verify() {
 
 LogicalResult CombineGroupedOp::verify() {
   Operation *op = getOperation();
+  if (failed(
+          verifyStaticDim(op, "slots", getSlots(), 2, "number of choices k")))
+    return failure();
   Value out = getExpertOutputs();
   if (failed(verifyRoutingShape(op, "kept", getKept(), getSlots())) ||
       failed(verifyRoutingShape(op, "gates", getGates(), getSlots())))
@@ -610,6 +634,9 @@ LogicalResult GroupedExpertsOp::verify() {
 
 LogicalResult RoutedExpertsOp::verify() {
   Operation *op = getOperation();
+  if (failed(verifyStaticDim(op, "experts", getExperts(), 2,
+                             "number of choices k")))
+    return failure();
   Value x = getX();
   int64_t e = dimOf(getW1(), 0);
   if (failed(verifyRoutingShape(op, "kept", getKept(), getExperts())) ||
@@ -625,6 +652,8 @@ LogicalResult RoutedExpertsOp::verify() {
 
 LogicalResult ChosenExpertsOp::verify() {
   Operation *op = getOperation();
+  if (failed(verifyStaticDim(op, "w1", getW1(), 0, "number of experts E")))
+    return failure();
   Value x = getX(), tokens = getTokens();
   if (failed(verifyShape(op, "tokens", tokens,
                          {dimOf(x, 0), dimOf(getW1(), 0), kAny},
@@ -680,6 +709,9 @@ LogicalResult ExpertChoiceDispatchOp::verify() {
 
 LogicalResult ExpertChoiceCombineOp::verify() {
   Operation *op = getOperation();
+  if (failed(verifyStaticDim(op, "expert_outputs", getExpertOutputs(), 0,
+                             "number of experts E")))
+    return failure();
   Value out = getExpertOutputs(), tokens = getTokens();
   if (failed(verifyShape(op, "tokens", tokens,
                          {dimOf(out, 1), dimOf(out, 0), dimOf(out, 2)},
@@ -776,6 +808,8 @@ LogicalResult SoftCombineOp::verify() {
 
 LogicalResult SoftExpertsOp::verify() {
   Operation *op = getOperation();
+  if (failed(verifyStaticDim(op, "x", getX(), 2, "model width D")))
+    return failure();
   Value x = getX(), logits = getLogits();
   int64_t p = getSlotsPerExpert();
   if (p < 1)
@@ -815,6 +849,11 @@ LogicalResult RoutingStatsOp::verify() {
 
 LogicalResult ExpertChoiceStatsOp::verify() {
   Operation *op = getOperation();
+  if (failed(
+          verifyStaticDim(op, "probs", getProbs(), 2, "number of experts E")) ||
+      failed(verifyStaticDim(op, "expert_counts", getExpertCounts(), 0,
+                             "number of experts E")))
+    return failure();
   Value probs = getProbs();
   if (failed(verifyShape(op, "tokens", getTokens(),
                          {dimOf(probs, 0), dimOf(probs, 2), kAny},
