@@ -505,11 +505,6 @@ Value flatten(PatternRewriter &rewriter, Location loc, Value v) {
   return vector::ShapeCastOp::create(rewriter, loc, flatType, v);
 }
 
-/// A contraction in pairs, `acc[i, j] += lhs[i, p] * rhs[j, p]` over
-/// `vector<Mx2xbf16>` and `vector<Nx2xbf16>` into `vector<MxNxf32>` (a
-/// register tile of a product in pairs), as one AVX-512 BF16 dot product
-/// per row i and 16 columns: lhs's pair (i, 0..1) broadcast to every lane,
-/// rhs's 16 columns' pairs, the row's 16 f32 sums.
 /// Gathers from a memref.cast that only makes the layout more dynamic read
 /// the cast's source instead: convert-vector-to-llvm lowers a gather only
 /// from a memref whose innermost stride is known to be 1 (a loop-carried
@@ -528,6 +523,11 @@ struct FoldCastIntoGather : OpRewritePattern<vector::GatherOp> {
   }
 };
 
+/// A contraction in pairs, `acc[i, j] += lhs[i, p] * rhs[j, p]` over
+/// `vector<Mx2xbf16>` and `vector<Nx2xbf16>` into `vector<MxNxf32>` (a
+/// register tile of a product in pairs), as one AVX-512 BF16 dot product
+/// per row i and 16 columns: lhs's pair (i, 0..1) broadcast to every lane,
+/// rhs's 16 columns' pairs, the row's 16 f32 sums.
 struct ContractPairsToDotBF16 : OpRewritePattern<vector::ContractionOp> {
   using OpRewritePattern::OpRewritePattern;
 
